@@ -1,0 +1,108 @@
+"""Supervised fine-tuning (behaviour cloning) on (prompt, completion) pairs.
+
+Used for policy initialization (demonstration traces that reason step by step) and as the inner
+step of expert iteration (the policy's own verified samples). The loss is the mean negative
+log-likelihood of completion tokens (prompt tokens are context, never targets), with AdamW, linear
+warm-up then cosine decay, and gradient clipping. Batches are drawn with a seeded generator, so the
+same examples and seed give the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ponder.policy.base import Policy
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Settings of one supervised fine-tuning phase."""
+
+    steps: int = 300
+    """Optimizer steps."""
+    batch_size: int = 64
+    """Sequences per step."""
+    lr: float = 3e-3
+    """Peak learning rate."""
+    warmup: int = 20
+    """Linear warm-up steps."""
+    min_lr_ratio: float = 0.1
+    """Learning rate at the end of the cosine decay, as a fraction of `lr`."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 disables."""
+    log_every: int = 10
+    """Write a metrics line every this many steps."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.warmup < 0 or self.log_every < 1 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError("warmup, grad_clip and weight_decay must be >= 0 and log_every >= 1")
+
+
+def lr_at(step: int, cfg: SFTConfig) -> float:
+    """Learning rate at `step` (0-based): linear warm-up, then cosine down to min_lr_ratio * lr."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    span = max(1, cfg.steps - cfg.warmup)
+    progress = min(1.0, (step - cfg.warmup) / span)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def nll_loss(policy: Policy, prompts: Sequence[str], completions: Sequence[str]) -> tuple[torch.Tensor, int]:
+    """Mean negative log-likelihood per completion token, and the number of tokens it averaged."""
+    logp, mask = policy.logprobs(prompts, completions)
+    tokens = int(mask.sum())
+    return -(logp * mask).sum() / max(tokens, 1), tokens
+
+
+def train_sft(policy: Policy, examples: Sequence[tuple[str, str]], cfg: SFTConfig, *, seed: int,
+              log: Callable[[dict], None] | None = None, phase: str = "sft", progress: bool = True) -> dict:
+    """Fine-tune `policy` in place on (prompt, completion) pairs; returns summary statistics."""
+    if not examples:
+        raise ValueError(f"{phase}: no training examples")
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    policy.train(True)
+    start, total_tokens, losses = time.perf_counter(), 0, []
+    bar = tqdm(range(cfg.steps), desc=phase, disable=not progress, leave=False, dynamic_ncols=True)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        idx = torch.randint(len(examples), (cfg.batch_size,), generator=gen).tolist()
+        loss, tokens = nll_loss(policy, [examples[i][0] for i in idx], [examples[i][1] for i in idx])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{phase}: non-finite loss {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        total_tokens += tokens
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+            elapsed = time.perf_counter() - start
+            recent = losses[-cfg.log_every :]
+            log({"phase": phase, "step": step + 1, "loss": sum(recent) / len(recent), "lr": lr_at(step, cfg),
+                 "tokens": total_tokens, "tokens_per_s": total_tokens / max(elapsed, 1e-9)})
+    policy.train(False)
+    elapsed = time.perf_counter() - start
+    return {"steps": cfg.steps, "tokens": total_tokens, "seconds": elapsed,
+            "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])) if losses else float("nan")}

@@ -1,0 +1,37 @@
+"""The Policy protocol: what search and learning need from a model, whatever sits behind it.
+
+The built-in engine (`ponder.policy.tiny`) implements it; a Hugging Face or vLLM backend implements
+the same methods, so searchers and learners never know which one they hold.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence, runtime_checkable
+
+from torch import Tensor, nn
+
+from ponder.types import Sample, Sampling
+
+
+@runtime_checkable
+class Policy(Protocol):
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Sample]]:
+        """`sampling.n` completions for each prompt: result[i][j] is sample j of prompt i.
+        Every Sample carries its share of the call's cost."""
+        ...
+
+    def logprobs(self, prompts: Sequence[str], completions: Sequence[str], *, eos: bool = True
+                 ) -> tuple[Tensor, Tensor]:
+        """Per-token log-probabilities of each completion given its prompt, differentiable.
+
+        Returns (logp, mask), both (B, T): token j of completion b is at column j; `mask` is 1.0 on
+        real tokens. With `eos`, the end-of-sequence token closes each completion and is scored too.
+        """
+        ...
+
+    def parameters(self) -> Iterable[nn.Parameter]: ...
+
+    def train(self, mode: bool = True) -> object: ...
+
+    def save(self, path: str | Path) -> None: ...

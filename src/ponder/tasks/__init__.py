@@ -1,0 +1,41 @@
+"""Built-in tasks and the registry that recipes name them by.
+
+A recipe's `[task]` table names a task (`name = "arithmetic"`) and sets the fields of that task's
+`Config` dataclass; `make_task` builds it. To add a task, write a class with the `Task` methods
+(subclass `BaseTask` for the shared parts), give it a frozen `Config` dataclass, and `register` it.
+"""
+
+from __future__ import annotations
+
+from ponder.tasks.arithmetic import Arithmetic, ArithmeticConfig
+from ponder.tasks.base import BaseTask, Task, TaskError, join_steps, split_steps
+from ponder.tasks.countdown import Countdown, CountdownConfig
+from ponder.tasks.gym import GymConfig, ReasoningGymTask
+from ponder.tasks.jsonl import JsonlConfig, JsonlTask
+
+TASKS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Make a task class available to recipes under `cls.name`. Usable as a decorator."""
+    TASKS[cls.name] = cls
+    return cls
+
+
+register(Arithmetic)
+register(Countdown)
+register(JsonlTask)
+register(ReasoningGymTask)
+
+
+def make_task(name: str, config: object | None = None) -> Task:
+    """Build a registered task from its (already validated) config object."""
+    if name not in TASKS:
+        raise TaskError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))})")
+    cls = TASKS[name]
+    return cls(config) if config is not None else cls()
+
+
+__all__ = ["Arithmetic", "ArithmeticConfig", "BaseTask", "Task", "TaskError", "TASKS", "join_steps",
+           "make_task", "register", "split_steps"]
+__all__ += ["Countdown", "CountdownConfig", "GymConfig", "JsonlConfig", "JsonlTask", "ReasoningGymTask"]

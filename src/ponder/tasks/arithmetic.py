@@ -1,0 +1,95 @@
+"""Multi-digit arithmetic with a column-by-column chain of thought (the default task).
+
+Problems are `Q: 347+285` and the demonstration works right to left, one column per line, carrying
+explicitly, then states the answer:
+
+    7+5+0=12 c1
+    4+8+1=13 c1
+    3+2+1=6 c0
+    A: 632
+
+Subtraction borrows (`12-5-0=7 b1`, the larger operand first) and multiplication takes a
+multi-digit number times one digit (`7*5+0=35 c3`). Because each problem has one canonical trace,
+the task knows the gold label of every step: a step is right while it matches the trace.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+from ponder.tasks.base import ANSWER_PREFIX, BaseTask, TaskError, labels_by_reference
+from ponder.types import Problem
+
+OPS = ("+", "-", "*")
+
+
+@dataclass(frozen=True)
+class ArithmeticConfig:
+    """Settings of the arithmetic task."""
+
+    digits: int = 3
+    """Digits per operand (operands are uniform in [0, 10**digits)); the multiplier of `*` has one."""
+    op: str = "+"
+    """Operation: '+' (carry), '-' (borrow, larger operand first) or '*' (times one digit)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.digits <= 12:
+            raise TaskError(f"task arithmetic: digits must be in 1..12, got {self.digits}")
+        if self.op not in OPS:
+            raise TaskError(f"task arithmetic: op must be one of {', '.join(OPS)}, got {self.op!r}")
+
+
+class Arithmetic(BaseTask):
+    name = "arithmetic"
+    Config = ArithmeticConfig
+
+    def __init__(self, config: ArithmeticConfig | None = None, **kwargs) -> None:
+        self.config = config or ArithmeticConfig(**kwargs)
+
+    def make_problem(self, rng: random.Random) -> tuple[str, Problem]:
+        d, op = self.config.digits, self.config.op
+        a = rng.randrange(10**d)
+        b = rng.randrange(10) if op == "*" else rng.randrange(10**d)
+        if op == "-" and b > a:
+            a, b = b, a
+        result = a + b if op == "+" else a - b if op == "-" else a * b
+        key = f"{a}{op}{b}"
+        problem = Problem(id=key, prompt=f"Q: {key}\n", answer=str(result), meta={"a": a, "b": b, "op": op})
+        return key, problem
+
+    def trace(self, problem: Problem) -> list[str]:
+        """The canonical chain of thought, one string per step (the last is the answer line)."""
+        a, b, op = problem.meta["a"], problem.meta["b"], problem.meta["op"]
+        d = self.config.digits
+        da = [int(c) for c in str(a).zfill(d)][::-1]
+        steps: list[str] = []
+        if op == "*":
+            carry = 0
+            for x in da:
+                v = x * b + carry
+                carry = v // 10
+                steps.append(f"{x}*{b}+{v - x * b}={v} c{carry}")
+        else:
+            db = [int(c) for c in str(b).zfill(d)][::-1]
+            carry = 0
+            for x, y in zip(da, db):
+                if op == "+":
+                    v = x + y + carry
+                    steps.append(f"{x}+{y}+{carry}={v} c{v // 10}")
+                    carry = v // 10
+                else:
+                    borrow = 1 if x - y - carry < 0 else 0
+                    top = x + 10 * borrow
+                    steps.append(f"{top}-{y}-{carry}={top - y - carry} b{borrow}")
+                    carry = borrow
+        steps.append(f"{ANSWER_PREFIX}{problem.answer}")
+        return steps
+
+    def demonstration(self, problem: Problem) -> str:
+        return "\n".join(self.trace(problem)) + "\n"
+
+    def step_labels(self, problem: Problem, steps: Sequence[str]) -> list[float]:
+        return labels_by_reference(self.trace(problem), steps)
+

@@ -1,0 +1,173 @@
+"""The Task protocol, the step splitter, and the helpers every task shares.
+
+A task makes problems deterministically by split and seed, formats them as prompts, extracts and
+verifies answers, and where it can, writes demonstration traces (for SFT) and gold step labels (for
+PRM evaluation). A solution is a sequence of steps, one per line; `split_steps` is the single place
+that decides what a step is, for search, reward models and labels alike.
+
+Splits are disjoint by construction: a problem's split is a hash of its canonical key, so "test"
+problems never appear in "train" whatever the seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from fractions import Fraction
+from typing import Callable, ClassVar, Protocol, Sequence, runtime_checkable
+
+from ponder.types import Problem
+
+SPLITS = ("train", "test")
+ANSWER_PREFIX = "A: "
+
+
+class TaskError(ValueError):
+    """A problem with task settings or task data that the user can fix."""
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every task provides. Subclass `BaseTask` to get the shared parts for free."""
+
+    name: str
+
+    def problems(self, split: str, n: int, seed: int) -> list[Problem]: ...
+    def extract_answer(self, text: str) -> str | None: ...
+    def verify(self, problem: Problem, text: str) -> float: ...
+    def demonstration(self, problem: Problem) -> str | None: ...
+    def step_labels(self, problem: Problem, steps: Sequence[str]) -> list[float] | None: ...
+
+
+def split_steps(text: str) -> list[str]:
+    """Split a solution into steps: one step per non-empty line, newlines removed."""
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def join_steps(steps: Sequence[str]) -> str:
+    """Inverse of `split_steps` for well-formed steps: each step ends with a newline."""
+    return "".join(s + "\n" for s in steps)
+
+
+def split_of(key: str, test_fraction: float = 0.1) -> str:
+    """Deterministic split of a canonical problem key: a stable hash, not Python's salted one."""
+    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+    return "test" if (h % 10_000) < test_fraction * 10_000 else "train"
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts, stable across processes and Python versions."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+_NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:/\d+)?"
+_NUMBER_RE = re.compile(rf"^\$?\s*({_NUMBER})\s*%?\.?$")
+
+
+def parse_number(text: str) -> Fraction | None:
+    """Parse one number written the ways people and models write them, or None.
+
+    Accepts `42`, `-3`, `+7`, `1,234`, `$5.00`, `3.50.` (trailing full stop), `3/4`, `50%` (as 50).
+    Rejects anything with other content (`42 or 43`, `4x`, `1,23`), so that junk never verifies.
+    """
+    s = text.strip()
+    if not s or len(s) > 64:
+        return None
+    m = _NUMBER_RE.match(s)
+    if not m or not any(ch.isdigit() for ch in m.group(1)):
+        return None
+    body = m.group(1).replace(",", "")
+    try:
+        if "/" in body:
+            num, den = body.split("/")
+            if not num or not den or Fraction(den) == 0:
+                return None
+            return Fraction(num) / Fraction(den)
+        return Fraction(body)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def canonical_number(value: Fraction) -> str:
+    """Canonical text of a number: integers plainly, others as reduced fractions."""
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def final_answer_line(text: str, prefix: str = ANSWER_PREFIX) -> str | None:
+    """The content of the first line that starts with `prefix` (the answer line), or None.
+
+    The first one counts: a solution that writes several answers gets judged by its first, so
+    listing many candidates cannot hit the right one by luck.
+    """
+    for line in text.split("\n"):
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip()
+    return None
+
+
+class BaseTask:
+    """Shared machinery: split-aware problem generation from a `make(rng)` function, and numeric
+    answers on an `A: ` line. Subclasses set `name`, implement `make_problem`, and may override
+    `demonstration`, `step_labels`, `extract_answer` and `verify`."""
+
+    name: ClassVar[str] = "base"
+    test_fraction: float = 0.1
+    max_tries_per_problem: int = 1000
+
+    def make_problem(self, rng: random.Random) -> tuple[str, Problem]:
+        """Return (canonical key, problem) drawn from `rng`; the key decides the split."""
+        raise NotImplementedError
+
+    def problems(self, split: str, n: int, seed: int) -> list[Problem]:
+        if split not in SPLITS:
+            raise TaskError(f"task {self.name}: unknown split {split!r} (allowed: {', '.join(SPLITS)})")
+        rng = random.Random(stable_seed(self.name, split, seed))
+        out: list[Problem] = []
+        seen: set[str] = set()
+        tries = 0
+        while len(out) < n:
+            tries += 1
+            if tries > self.max_tries_per_problem * max(n, 1):
+                raise TaskError(
+                    f"task {self.name}: could only make {len(out)} distinct {split} problems of {n} "
+                    "asked for; the problem space is too small for that many"
+                )
+            key, problem = self.make_problem(rng)
+            if key in seen or split_of(key, self.test_fraction) != split:
+                continue
+            seen.add(key)
+            out.append(problem)
+        return out
+
+    def extract_answer(self, text: str) -> str | None:
+        line = final_answer_line(text)
+        if line is None:
+            return None
+        value = parse_number(line)
+        return None if value is None else canonical_number(value)
+
+    def verify(self, problem: Problem, text: str) -> float:
+        got = self.extract_answer(text)
+        return 1.0 if got is not None and got == problem.answer else 0.0
+
+    def demonstration(self, problem: Problem) -> str | None:
+        return None
+
+    def step_labels(self, problem: Problem, steps: Sequence[str]) -> list[float] | None:
+        return None
+
+
+def labels_by_reference(reference: Sequence[str], steps: Sequence[str]) -> list[float]:
+    """Gold step labels for tasks with one canonical trace: a step is right (1.0) if it and all
+    steps before it match the reference; after the first wrong step everything is wrong (0.0)."""
+    out: list[float] = []
+    ok = True
+    for i, step in enumerate(steps):
+        ok = ok and i < len(reference) and step.strip() == reference[i].strip()
+        out.append(1.0 if ok else 0.0)
+    return out
+
+
+TaskFactory = Callable[..., Task]
