@@ -1,0 +1,133 @@
+"""The `ponder` command: run recipes, rebuild reports, list tasks and recipes.
+
+Errors a user can cause (a bad recipe key or value, a missing file, an existing run directory) end
+the command with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ponder.config import RECIPE_DIR, ConfigError, load_recipe, to_dict, to_toml
+from ponder.policy.tiny import PolicyLoadError
+from ponder.runs import Run, RunDirError, write_atomic, write_json
+from ponder.tasks import TASKS
+from ponder.tasks.base import TaskError
+
+USER_ERRORS = (ConfigError, RunDirError, TaskError, PolicyLoadError)
+
+
+def _results_table(summary: dict) -> str:
+    lines = [f"{'phase':<10} {'greedy':>7}   " + "   ".join(
+        f"{r['method']}@{r['n']}" for r in next(iter(summary["search"].values()), []))]
+    for p in summary["phases"]:
+        rows = summary["search"].get(p["phase"], [])
+        lines.append(f"{p['phase']:<10} {p['greedy_accuracy']:>7.1%}   " + "   ".join(
+            f"{r['accuracy']:>{len(r['method']) + 1 + len(str(r['n']))}.1%}" for r in rows))
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ponder.loop import run_loop
+    from ponder.report import write_report
+
+    if args.resume:
+        if args.set or args.recipe:
+            raise ConfigError("--resume continues a run with its own config.toml; drop RECIPE and --set")
+        run = Run.open(args.resume)
+        cfg = load_recipe(str(Path(args.resume) / "config.toml"))
+    else:
+        cfg = load_recipe(args.recipe, args.set)
+        name = args.name or cfg.name
+        run = Run.create(Path(args.runs_dir) / name, force=args.force)
+        write_atomic(run.path / "config.toml", to_toml(to_dict(cfg)))
+        write_json(run.path / "config.json", to_dict(cfg))
+    print(f"run directory: {run.path}", file=sys.stderr)
+    try:
+        run_loop(cfg, run, progress=not args.quiet, echo=lambda s: print(s, file=sys.stderr))
+    finally:
+        run.close()
+    summary = write_report(run.path)
+    print(_results_table(summary))
+    print(f"\nreport: {run.path / 'report.html'}\nsummary: {run.path / 'summary.json'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ponder.report import write_report
+
+    if not (Path(args.run_dir) / "state.json").is_file():
+        raise RunDirError(f"{args.run_dir}: not a ponder run directory (no state.json)")
+    summary = write_report(args.run_dir)
+    print(_results_table(summary))
+    print(f"\nreport: {Path(args.run_dir) / 'report.html'}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    for name, cls in sorted(TASKS.items()):
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<12} {doc}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    if args.show:
+        cfg = load_recipe(args.show, args.set)
+        print(to_toml(to_dict(cfg)), end="")
+        return 0
+    for f in sorted(RECIPE_DIR.glob("*.toml")):
+        first = f.read_text().splitlines()[0].lstrip("# ").strip() if f.read_text() else ""
+        print(f"{f.stem:<16} {first}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ponder", description="Reproducible o1-style reasoning on a laptop: "
+                                "policy initialization, reward design, search and learning, iterated and measured.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a recipe end to end (default: the built-in demo)",
+                       description="Run a recipe: initialize a policy, evaluate it with search, learn from search, "
+                       "evaluate again, and write a report into runs/<name>/.")
+    r.add_argument("recipe", nargs="?", help="recipe file or built-in recipe name (default: default)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set init.sft.steps=100 (repeatable)")
+    r.add_argument("--name", help="run name (default: the recipe's name)")
+    r.add_argument("--runs-dir", default="runs", help="parent of run directories (default: runs)")
+    r.add_argument("--force", action="store_true", help="overwrite an existing run directory of the same name")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished phase")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(fn=cmd_run)
+
+    rep = sub.add_parser("report", help="rebuild summary.json, plots and report.html of a run")
+    rep.add_argument("run_dir", help="a run directory, e.g. runs/default")
+    rep.set_defaults(fn=cmd_report)
+
+    t = sub.add_parser("tasks", help="list the built-in tasks")
+    t.set_defaults(fn=cmd_tasks)
+
+    rc = sub.add_parser("recipes", help="list built-in recipes, or print one fully resolved")
+    rc.add_argument("--show", metavar="RECIPE", help="print this recipe with every default filled in")
+    rc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override before printing")
+    rc.set_defaults(fn=cmd_recipes)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except USER_ERRORS as e:
+        print(f"ponder: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nponder: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,290 @@
+"""Recipes: TOML files that compose the components' config dataclasses, read strictly.
+
+A recipe is a TOML file whose tables match `RunConfig`'s fields (`[task]`, `[model]`, `[init]`,
+`[init.sft]`, ...). Every component declares its settings as a frozen dataclass with a docstring per
+field; this module turns TOML into those dataclasses and refuses, before any work starts, anything it
+cannot use: an unknown key, a value of the wrong type, or a value the component's own check rejects.
+Each refusal is one `ConfigError` line naming the file and the key, with the allowed keys or the
+reason. `--set key=value` overrides go through the same checks, named as `--set`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ponder.learn.expert_iteration import ExpertIterationConfig
+from ponder.learn.sft import SFTConfig
+from ponder.policy.transformer import ModelConfig
+from ponder.tasks import TASKS
+from ponder.tasks.base import TaskError
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+class ConfigError(ValueError):
+    """A recipe or override the user must fix; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """How the built-in policy runs."""
+
+    dtype: str = "float32"
+    """Compute precision: 'float32', or 'bfloat16' (autocast; faster only on CPUs with native bf16)."""
+    batch_size: int = 512
+    """Most sequences sampled in one batch (memory bound)."""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Policy initialization: SFT of a freshly built model on the task's demonstration traces."""
+
+    demos: int = 2000
+    """Training problems whose demonstrations make the SFT set."""
+    sft: SFTConfig = SFTConfig()
+    """The SFT phase's optimisation settings."""
+
+    def __post_init__(self) -> None:
+        if self.demos < 1:
+            raise ValueError(f"demos must be >= 1, got {self.demos}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation on held-out (test split) problems."""
+
+    problems: int = 200
+    """Held-out problems."""
+    n: tuple[int, ...] = (1, 4, 16)
+    """Sample counts for best-of-N and majority vote; the largest is drawn once, smaller are prefixes."""
+    temperature: float = 1.0
+    """Sampling temperature for the N-sample methods (greedy is always evaluated too)."""
+    top_p: float = 1.0
+    """Nucleus mass for the N-sample methods."""
+    max_new_tokens: int = 96
+    """Generation cap per sample."""
+
+    def __post_init__(self) -> None:
+        if self.problems < 1:
+            raise ValueError(f"problems must be >= 1, got {self.problems}")
+        if not self.n or any(k < 1 for k in self.n) or list(self.n) != sorted(set(self.n)):
+            raise ValueError(f"n must be increasing positive integers, got {list(self.n)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole recipe."""
+
+    name: str = "run"
+    """Run name; the run directory is runs/<name>."""
+    seed: int = 0
+    """Seed of everything: model init, problem draws, sampling, batch order."""
+    task: dict[str, Any] = field(default_factory=lambda: {"name": "arithmetic"})
+    """`name` of a registered task plus that task's own settings."""
+    model: ModelConfig = ModelConfig()
+    """Shape of the built-in transformer."""
+    policy: PolicyConfig = PolicyConfig()
+    """How the policy runs."""
+    init: InitConfig = InitConfig()
+    """Policy initialization."""
+    eval: EvalConfig = EvalConfig()
+    """Evaluation settings, used after initialization and after every learning round."""
+    expert_iteration: ExpertIterationConfig = ExpertIterationConfig()
+    """Learning from search: sample, keep verified solutions, SFT on them, repeat."""
+
+    def task_config(self):
+        """The chosen task's own config object (validated when the recipe was loaded)."""
+        return _task_config(self.task, "task", "<config>")
+
+
+def _task_config(table: dict, where: str, source: str):
+    name = table.get("name")
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: {where}.name must name a task (known: {', '.join(sorted(TASKS))})")
+    if name not in TASKS:
+        raise ConfigError(f"{source}: {where}.name: unknown task {name!r} (known: {', '.join(sorted(TASKS))})")
+    cls = TASKS[name].Config
+    return build(cls, {k: v for k, v in table.items() if k != "name"}, where, source)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check `value` against the annotation `tp`, converting TOML's types (list -> tuple, int -> float)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, key, source)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a table, got {value!r}")
+        return build(tp, value, key, source)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        return tuple(_convert(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a table, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{source}: {key}: unsupported setting type {_type_name(tp)}")
+
+
+def build(cls: type, data: dict, where: str, source: str):
+    """Build dataclass `cls` from a TOML table, refusing unknown keys and bad values."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    prefix = f"{where}." if where else ""
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (allowed: {', '.join(names)})")
+    kwargs = {k: _convert(v, hints[k], prefix + k, source) for k, v in data.items()}
+    if cls is RunConfig and "task" in kwargs:
+        _task_config(kwargs["task"], "task", source)  # validate the task's own settings now
+    try:
+        return cls(**kwargs)
+    except (ValueError, TaskError, TypeError) as e:
+        msg = str(e)
+        shown = where or "recipe"
+        raise ConfigError(f"{source}: [{shown}] {msg}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (['a','b','c'], value); the value is read as TOML, else taken as a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set: expected key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set: bad key {key!r} in {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `--set` overrides to a raw recipe table (before validation)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set: {'.'.join(path)}: '{part}' is not a table")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def resolve_recipe(name_or_path: str | None) -> Path:
+    """A recipe path from a file path or the name of a built-in recipe (`default`)."""
+    if name_or_path is None:
+        return RECIPE_DIR / "default.toml"
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    builtin = RECIPE_DIR / (name_or_path if name_or_path.endswith(".toml") else f"{name_or_path}.toml")
+    if builtin.is_file():
+        return builtin
+    known = ", ".join(sorted(f.stem for f in RECIPE_DIR.glob("*.toml")))
+    raise ConfigError(f"{name_or_path}: no such recipe file (built-in recipes: {known})")
+
+
+def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate a recipe. Raises ConfigError naming the file and key."""
+    path = resolve_recipe(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from None
+    source = str(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source = f"{path} (with --set)"
+    return build(RunConfig, data, "", source)
+
+
+def to_dict(cfg: Any) -> Any:
+    """A config as plain TOML-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def to_toml(data: dict, table: str = "") -> str:
+    """Write nested plain data as TOML (scalars first, then sub-tables), readable by `load_recipe`."""
+    lines = []
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict) and v is not None}
+    subs = {k: v for k, v in data.items() if isinstance(v, dict)}
+    if table and scalars:
+        lines.append(f"[{table}]")
+    lines += [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for k, v in subs.items():
+        out += ("\n" if out else "") + to_toml(v, f"{table}.{k}" if table else k)
+    return out

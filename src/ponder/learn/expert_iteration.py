@@ -1,0 +1,91 @@
+"""Expert iteration (ReST-EM / STaR without rationalisation): sample, keep verified, fine-tune, repeat.
+
+One round: draw fresh training problems, sample `samples` solutions per problem from the current
+policy, score them with an outcome reward (the verifier by default), keep the distinct solutions
+that reach `threshold` (at most `keep_per_problem` per problem), and run SFT on them. The policy is
+fine-tuned in place, continuing from the previous round, rather than restarted from the base model
+as in ReST-EM: on a small model the rounds are short, and restarting would throw away most of the
+compute the round just spent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from ponder.learn.sft import SFTConfig, train_sft
+from ponder.policy.base import Policy
+from ponder.reward.verifier import OutcomeReward
+from ponder.types import Cost, Problem, Sample, Sampling
+
+
+@dataclass(frozen=True)
+class ExpertIterationConfig:
+    """Settings of expert iteration."""
+
+    rounds: int = 2
+    """Sample-filter-learn rounds."""
+    problems: int = 1000
+    """Fresh training problems drawn per round."""
+    samples: int = 4
+    """Solutions sampled per problem."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    max_new_tokens: int = 96
+    """Generation cap per sample."""
+    threshold: float = 1.0
+    """Keep a solution whose reward is at least this."""
+    keep_per_problem: int = 1
+    """Most distinct kept solutions per problem (stops easy problems dominating the data)."""
+    sft: SFTConfig = SFTConfig(steps=150, lr=1e-3, warmup=10)
+    """The SFT phase of each round."""
+
+    def __post_init__(self) -> None:
+        for name in ("problems", "samples", "max_new_tokens", "keep_per_problem"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+def collect_verified(problems: Sequence[Problem], groups: Sequence[Sequence[Sample]],
+                     rewards: Sequence[Sequence[float]], *, threshold: float, keep_per_problem: int
+                     ) -> list[tuple[str, str]]:
+    """(prompt, completion) pairs of distinct solutions that reach `threshold`, in sample order."""
+    out = []
+    for problem, samples, scores in zip(problems, groups, rewards):
+        kept: list[str] = []
+        for s, r in zip(samples, scores):
+            if r >= threshold and s.finish == "eos" and s.text not in kept:
+                kept.append(s.text)
+                if len(kept) == keep_per_problem:
+                    break
+        out.extend((problem.prompt, text) for text in kept)
+    return out
+
+
+def expert_iteration_round(policy: Policy, reward: OutcomeReward, problems: Sequence[Problem],
+                           cfg: ExpertIterationConfig, *, seed: int, phase: str,
+                           log: Callable[[dict], None] | None = None, progress: bool = True) -> dict:
+    """Run one round in place on `policy`; returns what it sampled, kept and trained."""
+    sampling = Sampling(n=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed)
+    groups = policy.generate([p.prompt for p in problems], sampling)
+    rewards = [reward.score(p, [s.text for s in g]) for p, g in zip(problems, groups)]
+    sample_cost = Cost.total(s.cost for g in groups for s in g)
+    data = collect_verified(problems, groups, rewards, threshold=cfg.threshold,
+                            keep_per_problem=cfg.keep_per_problem)
+    n_samples = sum(len(g) for g in groups)
+    stats = {"phase": phase, "samples": n_samples,
+             "sample_pass_rate": sum(r >= cfg.threshold for rs in rewards for r in rs) / max(n_samples, 1),
+             "problems_solved": sum(any(r >= cfg.threshold for r in rs) for rs in rewards) / max(len(problems), 1),
+             "kept": len(data), "sample_tokens": sample_cost.tokens_generated, "sample_flops": sample_cost.flops}
+    if log is not None:
+        log({k: v for k, v in stats.items()})
+    if data:
+        sft = train_sft(policy, data, cfg.sft, seed=seed + 1, log=log, phase=phase, progress=progress)
+        stats.update(train_tokens=sft["tokens"], train_loss=sft["final_loss"], train_seconds=sft["seconds"])
+    else:
+        stats.update(train_tokens=0, train_loss=float("nan"), train_seconds=0.0)
+    return stats

@@ -1,0 +1,101 @@
+"""The roadmap iteration as phases: initialize, evaluate, then (search -> filter -> learn -> evaluate)
+per round, then report.
+
+Each phase is seeded from the recipe seed and the phase's name alone, writes its result into the
+run's state, and saves a checkpoint when it changed the policy. A resumed run skips the phases
+already done and reloads the last checkpoint, so it ends with the same numbers as an uninterrupted
+run with the same seed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from ponder.config import RunConfig
+from ponder.eval import evaluate
+from ponder.learn.expert_iteration import expert_iteration_round
+from ponder.learn.sft import train_sft
+from ponder.policy.tiny import TinyPolicy
+from ponder.reward.verifier import VerifierReward
+from ponder.runs import Run
+from ponder.tasks import make_task
+from ponder.tasks.base import stable_seed
+
+SAMPLES_SAVED = 50  # problems per evaluation whose completions go to samples/<phase>.jsonl
+
+
+def phase_names(cfg: RunConfig) -> list[str]:
+    names = ["init", "eval_init"]
+    for r in range(1, cfg.expert_iteration.rounds + 1):
+        names += [f"round{r}", f"eval_round{r}"]
+    return names
+
+
+def _eval_phase(run: Run, cfg: RunConfig, policy, task, problems, phase: str, progress: bool) -> dict:
+    ev = cfg.eval
+    res = evaluate(policy, task, problems, ns=ev.n, temperature=ev.temperature, top_p=ev.top_p,
+                   max_new_tokens=ev.max_new_tokens, seed=stable_seed(cfg.seed, phase), progress=progress)
+    rows = []
+    for p, g, group in zip(problems[:SAMPLES_SAVED], res["greedy_samples"], res["samples"]):
+        rows.append({"id": p.id, "prompt": p.prompt, "answer": p.answer, "greedy": g.text,
+                     "greedy_correct": task.verify(p, g.text),
+                     "samples": [{"text": s.text, "correct": task.verify(p, s.text)} for s in group[:4]]})
+    run.write_samples(phase, rows)
+    out = {"greedy_accuracy": res["greedy_accuracy"], "greedy_tokens": res["greedy_tokens"], "search": res["search"]}
+    run.log({"phase": phase, "step": 0, "greedy_accuracy": out["greedy_accuracy"],
+             **{f"{r['method']}@{r['n']}": r["accuracy"] for r in res["search"]}})
+    return out
+
+
+def run_loop(cfg: RunConfig, run: Run, *, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+    """Run (or resume) every phase of the recipe in `run`; returns the state's results."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    task = make_task(cfg.task["name"], cfg.task_config())
+    test_problems = task.problems("test", cfg.eval.problems, cfg.seed)
+    verifier = VerifierReward(task)
+    policy = None
+    if run.state.get("last_checkpoint"):
+        policy = TinyPolicy.load(run.checkpoint_dir(run.state["last_checkpoint"]), dtype=cfg.policy.dtype,
+                                 batch_size=cfg.policy.batch_size)
+        echo(f"resuming {run.path} after phase {run.state['done'][-1]} "
+             f"(checkpoint {run.state['last_checkpoint']})")
+    for phase in phase_names(cfg):
+        if run.done(phase):
+            continue
+        torch.manual_seed(stable_seed(cfg.seed, phase, "torch"))
+        t0 = time.perf_counter()
+        if phase == "init":
+            policy = TinyPolicy(cfg.model, seed=stable_seed(cfg.seed, "model"), dtype=cfg.policy.dtype,
+                                batch_size=cfg.policy.batch_size)
+            echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter transformer, SFT on {cfg.init.demos} "
+                 f"{task.name} demonstrations for {cfg.init.sft.steps} steps")
+            demos = []
+            for p in task.problems("train", cfg.init.demos, cfg.seed):
+                d = task.demonstration(p)
+                if d is not None:
+                    demos.append((p.prompt, d))
+            if not demos:
+                raise ValueError(f"task {task.name} has no demonstrations to initialize a policy from")
+            stats = train_sft(policy, demos, cfg.init.sft, seed=stable_seed(cfg.seed, phase), log=run.log,
+                              phase=phase, progress=progress)
+            run.save_checkpoint(policy, phase)
+            result = {"train_tokens": stats["tokens"], "final_loss": stats["final_loss"],
+                      "params": policy.num_params(), "demos": len(demos)}
+        elif phase.startswith("eval_"):
+            result = _eval_phase(run, cfg, policy, task, test_problems, phase, progress)
+            echo(f"[{phase}] greedy accuracy {result['greedy_accuracy']:.1%}")
+        else:
+            r = int(phase.removeprefix("round"))
+            problems = task.problems("train", cfg.expert_iteration.problems, stable_seed(cfg.seed, phase))
+            result = expert_iteration_round(policy, verifier, problems, cfg.expert_iteration,
+                                            seed=stable_seed(cfg.seed, phase), phase=phase, log=run.log,
+                                            progress=progress)
+            run.save_checkpoint(policy, phase)
+            echo(f"[round {r}] kept {result['kept']} verified solutions "
+                 f"({result['sample_pass_rate']:.1%} of samples verified), trained {cfg.expert_iteration.sft.steps} steps")
+        run.log({"phase": phase, "step": -1, "event": "phase_done", "seconds": round(time.perf_counter() - t0, 3)})
+        run.finish_phase(phase, result)
+    return run.state["results"]

@@ -1,0 +1,161 @@
+"""The results of a run: summary.json, PNG plots and report.html, built from the run directory alone.
+
+`ponder report RUN_DIR` rebuilds them at any time (also for a run that is still going), so the
+report never holds anything the run directory does not.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ponder.runs import write_atomic, write_json  # noqa: E402
+
+
+def build_summary(config: dict, results: dict) -> dict:
+    """Machine-readable results: greedy accuracy per phase against cumulative training compute, and
+    each search method's accuracy and generated tokens at each N. No wall-clock fields."""
+    phases, search = [], {}
+    train_tokens = sample_tokens = 0
+    init = results.get("init", {})
+    train_tokens += init.get("train_tokens", 0)
+    for name, res in results.items():
+        if name.startswith("round"):
+            train_tokens += res.get("train_tokens", 0)
+            sample_tokens += res.get("sample_tokens", 0)
+        if name.startswith("eval_"):
+            learned = name.removeprefix("eval_")
+            phases.append({"phase": learned, "greedy_accuracy": res["greedy_accuracy"],
+                           "train_tokens": train_tokens, "sample_tokens": sample_tokens,
+                           "training_compute_tokens": train_tokens + sample_tokens})
+            search[learned] = res["search"]
+    rounds = {k: v for k, v in results.items() if k.startswith("round")}
+    return {"name": config.get("name"), "seed": config.get("seed"), "task": config.get("task"),
+            "model_params": init.get("params"), "phases": phases, "search": search,
+            "learning": [{"round": k, **{f: v[f] for f in ("samples", "sample_pass_rate", "problems_solved", "kept",
+                                                          "sample_tokens", "train_tokens") if f in v}}
+                         for k, v in rounds.items()]}
+
+
+def _plot_training(metrics: list[dict], out: Path) -> bool:
+    series: dict[str, list[tuple[int, float]]] = {}
+    for m in metrics:
+        if "loss" in m and m.get("step", 0) > 0:
+            series.setdefault(m["phase"], []).append((m["step"], m["loss"]))
+    if not series:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    offset = 0
+    for phase, pts in series.items():
+        xs = [offset + s for s, _ in pts]
+        ax.plot(xs, [v for _, v in pts], label=phase)
+        offset = xs[-1]
+    ax.set_xlabel("optimizer step (phases in order)")
+    ax.set_ylabel("loss (NLL per completion token)")
+    ax.set_yscale("log")
+    ax.set_title("Training curves")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_search(summary: dict, out: Path) -> bool:
+    if not summary["search"]:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    shown = list(summary["search"].items())
+    shown = [shown[0], shown[-1]] if len(shown) > 1 else shown
+    styles = {"oracle": "-o", "majority": "-s"}
+    for (phase, rows), color in zip(shown, ("tab:blue", "tab:red")):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            pts = [(r["n"], r["accuracy"]) for r in rows if r["method"] == method]
+            ax.plot([n for n, _ in pts], [a for _, a in pts], styles.get(method, "-^"), color=color,
+                    label=f"{method} ({phase})", alpha=0.9 if method != "oracle" else 0.6)
+        greedy = next(p["greedy_accuracy"] for p in summary["phases"] if p["phase"] == phase)
+        ax.axhline(greedy, ls="--", color=color, lw=1, label=f"greedy ({phase})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("N (samples per problem)")
+    ax.set_ylabel("accuracy on held-out problems")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Test-time search: accuracy versus N")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_learning(summary: dict, out: Path) -> bool:
+    if len(summary["phases"]) < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = [p["training_compute_tokens"] for p in summary["phases"]]
+    ax.plot(xs, [p["greedy_accuracy"] for p in summary["phases"]], "-o")
+    for p, x in zip(summary["phases"], xs):
+        ax.annotate(p["phase"], (x, p["greedy_accuracy"]), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    ax.set_xlabel("training compute (tokens trained + tokens sampled)")
+    ax.set_ylabel("greedy accuracy on held-out problems")
+    ax.set_title("Learning from search: accuracy versus training compute")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(run_dir: str | Path) -> dict:
+    """Write summary.json, plots/*.png and report.html for a run directory; returns the summary."""
+    run_dir = Path(run_dir)
+    state = json.loads((run_dir / "state.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    summary = build_summary(config, state["results"])
+    write_json(run_dir / "summary.json", summary)
+    metrics = []
+    if (run_dir / "metrics.jsonl").exists():
+        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    made = [name for name, fn in (("training.png", lambda p: _plot_training(metrics, p)),
+                                  ("search.png", lambda p: _plot_search(summary, p)),
+                                  ("learning.png", lambda p: _plot_learning(summary, p))) if fn(plots / name)]
+    search_rows = [{"phase": ph, **r} for ph, rows in summary["search"].items() for r in rows]
+    samples = sorted((run_dir / "samples").glob("*.jsonl")) if (run_dir / "samples").exists() else []
+    parts = [
+        f"<h1>ponder run: {html.escape(str(summary['name']))}</h1>",
+        f"<p>task <code>{html.escape(json.dumps(summary['task']))}</code>, seed {summary['seed']}, "
+        f"model {summary['model_params'] or 0:,} parameters</p>",
+        "<h2>Greedy accuracy after each phase</h2>",
+        _table(summary["phases"], ["phase", "greedy_accuracy", "train_tokens", "sample_tokens"]),
+        "<h2>Search at test time</h2>",
+        _table(search_rows, ["phase", "method", "n", "accuracy", "tokens_generated"]),
+    ]
+    if summary["learning"]:
+        parts += ["<h2>Learning rounds</h2>",
+                  _table(summary["learning"], ["round", "samples", "sample_pass_rate", "problems_solved", "kept",
+                                               "sample_tokens", "train_tokens"])]
+    parts += [f'<h2>{n.removesuffix(".png").title()}</h2><img src="plots/{n}" alt="{n}">' for n in made]
+    if samples:
+        parts.append("<h2>Samples</h2><ul>" + "".join(
+            f'<li><a href="samples/{s.name}">{html.escape(s.name)}</a></li>' for s in samples) + "</ul>")
+    style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+             "text-align:right}th{background:#f3f3f3}img{max-width:100%}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ponder: {html.escape(str(summary['name']))}"
+            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    write_atomic(run_dir / "report.html", page)
+    return summary
