@@ -317,13 +317,17 @@ def test_tiny_top_p_equals_greedy(tiny_policy, seed):
 
 
 def test_sample_next_top_p_keeps_smallest_prefix():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    inf = float("inf")
+    # ids 0 and 1 (PAD, BOS) get no mass; the real distribution is 0.5, 0.3, 0.15, 0.05 on ids 2..5
+    logits = torch.cat([torch.tensor([[-inf, -inf]]), torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))], dim=1)
     gen = torch.Generator().manual_seed(0)
     draws = {int(sample_next(logits, 1.0, 0.7, gen)) for _ in range(300)}
-    assert draws == {0, 1}  # 0.5 < 0.7 so the top two are kept, never the tail
+    assert draws == {2, 3}  # 0.5 < 0.7 so the top two are kept, never the tail
     draws = {int(sample_next(logits, 1.0, 0.45, gen)) for _ in range(100)}
-    assert draws == {0}  # the top token alone already reaches 0.45
-    assert sample_next(torch.tensor([[0.0, 3.0, 1.0]]), 0.0, 1.0, None).tolist() == [1]
+    assert draws == {2}  # the top token alone already reaches 0.45
+    draws = {int(sample_next(logits, 1.0, 1.0, gen)) for _ in range(400)}
+    assert draws == {2, 3, 4, 5}
+    assert sample_next(torch.tensor([[0.0, -1.0, 1.0, 3.0, 2.0]]), 0.0, 1.0, None).tolist() == [3]
 
 
 def test_greedy_n_copies_equal_single(tiny_policy):

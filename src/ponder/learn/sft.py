@@ -58,7 +58,7 @@ def lr_at(step: int, cfg: SFTConfig) -> float:
     """Learning rate at `step` (0-based): linear warm-up, then cosine down to min_lr_ratio * lr."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    span = max(1, cfg.steps - cfg.warmup)
+    span = max(1, cfg.steps - 1 - cfg.warmup)  # the last step (steps - 1) reaches the floor
     progress = min(1.0, (step - cfg.warmup) / span)
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))

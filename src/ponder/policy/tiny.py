@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ponder.policy.tokenizer import CharTokenizer
+from ponder.policy.tokenizer import BOS, PAD, CharTokenizer
 from ponder.policy.transformer import KVCache, ModelConfig, Transformer
 from ponder.types import Cost, Sample, Sampling
 
@@ -33,7 +33,9 @@ class PolicyLoadError(ValueError):
 
 
 def sample_next(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> Tensor:
-    """Draw one token per row from (B, V) logits. temperature 0 is argmax."""
+    """Draw one token per row from (B, V) logits. temperature 0 is argmax. PAD and BOS are never drawn."""
+    logits = logits.clone()
+    logits[:, [PAD, BOS]] = float("-inf")
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
@@ -160,7 +162,10 @@ class TinyPolicy:
         P, L = len(encoded), max(len(e) for e in encoded)
         if L >= cfg.max_seq_len:
             raise ValueError(f"a prompt of {L} tokens does not fit model.max_seq_len={cfg.max_seq_len}")
-        max_new = min(sampling.max_new_tokens, cfg.max_seq_len - L)
+        # each sample's own limit: its positions start at 0, so only its own prompt length counts
+        limit = (cfg.max_seq_len - torch.tensor([len(e) for e in encoded])).repeat_interleave(n)
+        limit = limit.clamp(max=sampling.max_new_tokens)  # (B,)
+        max_new = int(limit.max())
         cache_dtype = DTYPES[self.dtype]
         cache = KVCache(cfg, P, L + max_new, cache_dtype)
         ids = torch.full((P, L), tok.pad_id, dtype=torch.long)
@@ -177,7 +182,7 @@ class TinyPolicy:
         rows = torch.arange(B)  # batch row -> sample index, shrinks as samples finish
         tokens = torch.full((B, max_new), tok.pad_id, dtype=torch.long)
         lps = torch.zeros(B, max_new)
-        length = torch.full((B,), max_new, dtype=torch.long)
+        length = limit.clone()
         finish = ["length"] * B
         calls = 1
         active = torch.ones(B, dtype=torch.bool)  # per batch row: still generating
@@ -194,6 +199,7 @@ class TinyPolicy:
                     finish[r] = "eos" if e else "step"
                 length[rows[done]] = t + 1
                 active = active & ~done
+            active = active & (limit[rows] > t + 1)  # rows at their own length cap stop here
             n_active = int(active.sum())
             if n_active == 0 or t == max_new - 1:
                 break

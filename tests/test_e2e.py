@@ -1,0 +1,119 @@
+"""End-to-end: the CLI on a reduced recipe, its run directory, determinism, resume, and user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ponder import loop
+from ponder.cli import main
+from ponder.config import load_recipe
+from ponder.runs import Run
+
+TINY = [
+    "task.digits=2", "model.n_layer=2", "model.d_model=64", "model.max_seq_len=48",
+    "init.demos=400", "init.sft.steps=60", "init.sft.batch_size=32",
+    "eval.problems=40", "eval.n=[1,4]", "eval.max_new_tokens=40",
+    "expert_iteration.rounds=1", "expert_iteration.problems=60", "expert_iteration.samples=2",
+    "expert_iteration.max_new_tokens=40", "expert_iteration.sft.steps=10", "expert_iteration.sft.batch_size=16",
+]
+
+
+def _run(tmp_path: Path, name: str, extra: list[str] = ()) -> int:
+    args = ["run", "--quiet", "--runs-dir", str(tmp_path), "--name", name]
+    for s in TINY + list(extra):
+        args += ["--set", s]
+    return main(args)
+
+
+@pytest.mark.slow
+def test_run_writes_a_complete_run_directory_and_is_deterministic(tmp_path, capsys):
+    assert _run(tmp_path, "a") == 0
+    out = capsys.readouterr().out
+    assert "greedy" in out and "majority@4" in out
+    run = tmp_path / "a"
+    for f in ("config.toml", "config.json", "metrics.jsonl", "state.json", "summary.json", "report.html",
+              "plots/training.png", "plots/search.png", "plots/learning.png", "samples/eval_init.jsonl",
+              "checkpoints/init/model.safetensors", "checkpoints/round1/model.safetensors"):
+        assert (run / f).is_file(), f
+    summary = json.loads((run / "summary.json").read_text())
+    assert [p["phase"] for p in summary["phases"]] == ["init", "round1"]
+    methods = {(r["method"], r["n"]) for r in summary["search"]["init"]}
+    assert methods == {("oracle", 1), ("oracle", 4), ("majority", 1), ("majority", 4)}
+    for rows in summary["search"].values():
+        by = {(r["method"], r["n"]): r for r in rows}
+        assert by["oracle", 4]["accuracy"] >= by["oracle", 1]["accuracy"]  # pass@4 >= pass@1 on the same samples
+        assert by["oracle", 4]["tokens_generated"] > by["oracle", 1]["tokens_generated"]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"phase", "step", "loss", "tokens", "time"} <= set(metrics[0])
+    # the resolved config re-runs to the same numbers
+    assert main(["run", "--quiet", str(run / "config.toml"), "--runs-dir", str(tmp_path), "--name", "b"]) == 0
+    assert json.loads((tmp_path / "b" / "summary.json").read_text()) == summary
+
+
+@pytest.mark.slow
+def test_resume_after_a_crash_gives_the_same_summary(tmp_path, monkeypatch):
+    assert _run(tmp_path, "whole") == 0
+    expected = json.loads((tmp_path / "whole" / "summary.json").read_text())
+
+    real_round = loop.expert_iteration_round
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash in the learning round")
+
+    monkeypatch.setattr(loop, "expert_iteration_round", crash)
+    with pytest.raises(RuntimeError):
+        _run(tmp_path, "crashed")
+    state = json.loads((tmp_path / "crashed" / "state.json").read_text())
+    assert state["done"] == ["init", "eval_init"]
+    monkeypatch.setattr(loop, "expert_iteration_round", real_round)
+    assert main(["run", "--quiet", "--resume", str(tmp_path / "crashed")]) == 0
+    assert json.loads((tmp_path / "crashed" / "summary.json").read_text()) == expected
+    # the metrics log holds each phase's lines once
+    metrics = [json.loads(line) for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
+    done_events = [m["phase"] for m in metrics if m.get("event") == "phase_done"]
+    assert done_events == ["init", "eval_init", "round1", "eval_round1"]
+
+
+def test_unknown_recipe_key_is_one_clear_line(tmp_path, capsys):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "x"\n[init.sft]\nstepz = 3\n')
+    assert main(["run", str(recipe), "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "r.toml" in err and "init.sft.stepz" in err and "allowed: steps" in err
+    assert not (tmp_path / "x").exists()  # rejected before any work
+
+
+def test_bad_value_names_the_key(tmp_path, capsys):
+    assert main(["run", "--runs-dir", str(tmp_path), "--set", "eval.temperature=hot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "eval.temperature" in err and "number" in err
+    assert main(["run", "--runs-dir", str(tmp_path), "--set", "model.d_model=100", "--set", "model.n_head=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "[model]" in err and "d_model" in err
+
+
+def test_missing_recipe_and_existing_run_dir(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "no such recipe" in capsys.readouterr().err
+    Run.create(tmp_path / "default")
+    assert main(["run", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err
+
+
+def test_help_of_every_subcommand(capsys):
+    for cmd in (["--help"], ["run", "--help"], ["report", "--help"], ["recipes", "--help"], ["tasks", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(cmd)
+        assert e.value.code == 0
+        assert "usage: ponder" in capsys.readouterr().out
+
+
+def test_default_recipe_loads_and_lists():
+    cfg = load_recipe()
+    assert cfg.name == "default" and cfg.task["name"] == "arithmetic"
+    assert cfg.expert_iteration.rounds >= 2 and max(cfg.eval.n) == 16
