@@ -18,11 +18,11 @@ from ponder.types import Cost, Problem, Sample, Sampling
 
 
 def test_lr_warmup_and_cosine_by_hand():
-    cfg = SFTConfig(steps=14, lr=1.0, warmup=4, min_lr_ratio=0.1)
+    cfg = SFTConfig(steps=15, lr=1.0, warmup=4, min_lr_ratio=0.1)
     assert [lr_at(s, cfg) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert lr_at(4, cfg) == pytest.approx(1.0)  # cosine starts at the peak
     assert lr_at(9, cfg) == pytest.approx(0.55)  # half way: 0.1 + 0.9 * 0.5
-    assert lr_at(14, cfg) == pytest.approx(0.1)  # the floor
+    assert lr_at(14, cfg) == pytest.approx(0.1)  # the last step trained (steps - 1) is at the floor
     assert lr_at(100, cfg) == pytest.approx(0.1)  # stays at the floor
     assert lr_at(13, cfg) == pytest.approx(0.1 + 0.45 * (1 + math.cos(0.9 * math.pi)))
 
