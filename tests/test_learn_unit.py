@@ -28,7 +28,7 @@ def test_lr_warmup_and_cosine_by_hand():
 
 
 def test_lr_no_warmup_and_zero_floor():
-    cfg = SFTConfig(steps=10, lr=2e-3, warmup=0, min_lr_ratio=0.0)
+    cfg = SFTConfig(steps=11, lr=2e-3, warmup=0, min_lr_ratio=0.0)
     assert lr_at(0, cfg) == pytest.approx(2e-3)
     assert lr_at(5, cfg) == pytest.approx(1e-3)
     assert lr_at(10, cfg) == pytest.approx(0.0, abs=1e-15)
