@@ -12,7 +12,7 @@ reward: the upper bound, pass@N); `majority` picks the most frequent extracted a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 

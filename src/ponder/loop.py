@@ -10,7 +10,7 @@ run with the same seed.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

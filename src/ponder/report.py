@@ -13,9 +13,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from ponder.runs import write_atomic, write_json  # noqa: E402
+from ponder.runs import write_atomic, write_json
 
 
 def build_summary(config: dict, results: dict) -> dict:
@@ -137,8 +137,8 @@ def write_report(run_dir: str | Path) -> dict:
     samples = sorted((run_dir / "samples").glob("*.jsonl")) if (run_dir / "samples").exists() else []
     parts = [
         f"<h1>ponder run: {html.escape(str(summary['name']))}</h1>",
-        f"<p>task <code>{html.escape(json.dumps(summary['task']))}</code>, seed {summary['seed']}, "
-        f"model {summary['model_params'] or 0:,} parameters</p>",
+        (f"<p>task <code>{html.escape(json.dumps(summary['task']))}</code>, seed {summary['seed']}, "
+         f"model {summary['model_params'] or 0:,} parameters</p>"),
         "<h2>Greedy accuracy after each phase</h2>",
         _table(summary["phases"], ["phase", "greedy_accuracy", "train_tokens", "sample_tokens"]),
         "<h2>Search at test time</h2>",

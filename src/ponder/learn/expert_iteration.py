@@ -10,8 +10,8 @@ compute the round just spent.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ponder.learn.sft import SFTConfig, train_sft
 from ponder.policy.base import Policy

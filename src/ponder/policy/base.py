@@ -6,8 +6,9 @@ the same methods, so searchers and learners never know which one they hold.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 

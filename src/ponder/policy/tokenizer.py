@@ -9,7 +9,7 @@ dropped: a prompt the model cannot see exactly would make its scores meaningless
 from __future__ import annotations
 
 import string
-from typing import Sequence
+from collections.abc import Sequence
 
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = ("<pad>", "<bos>", "<eos>")

@@ -6,7 +6,8 @@ Trained reward models implement the same protocol, so searchers and learners tak
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from ponder.tasks.base import Task
 from ponder.types import Problem

@@ -6,7 +6,7 @@ reward model it is the practical method whose gains and over-optimisation the ro
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ponder.policy.base import Policy
 from ponder.reward.verifier import OutcomeReward

@@ -7,7 +7,7 @@ that gave it, so the choice is deterministic. Ties go to the answer seen first.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def weighted_vote(answers: Sequence[str | None], weights: Sequence[float]) -> int | None:

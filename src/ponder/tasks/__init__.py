@@ -36,6 +36,16 @@ def make_task(name: str, config: object | None = None) -> Task:
     return cls(config) if config is not None else cls()
 
 
-__all__ = ["Arithmetic", "ArithmeticConfig", "BaseTask", "Task", "TaskError", "TASKS", "join_steps",
-           "make_task", "register", "split_steps"]
+__all__ = [
+    "TASKS",
+    "Arithmetic",
+    "ArithmeticConfig",
+    "BaseTask",
+    "Task",
+    "TaskError",
+    "join_steps",
+    "make_task",
+    "register",
+    "split_steps",
+]
 __all__ += ["Countdown", "CountdownConfig", "GymConfig", "JsonlConfig", "JsonlTask", "ReasoningGymTask"]

@@ -9,20 +9,37 @@ explicitly, then states the answer:
     A: 632
 
 Subtraction borrows (`12-5-0=7 b1`, the larger operand first) and multiplication takes a
-multi-digit number times one digit (`7*5+0=35 c3`). Because each problem has one canonical trace,
-the task knows the gold label of every step: a step is right while it matches the trace.
+multi-digit number times one digit (`7*5+0=35 c3`).
+
+A second reasoning strategy, `place`, splits the operands by place value and adds the parts:
+
+    300+200=500
+    40+80=120
+    7+5=12
+    500+120+12=632
+    A: 632
+
+With `styles = ["column", "place"]` each problem's demonstration uses one of them (chosen by a
+stable hash of the problem, about half each), so the initialized policy knows two ways to reach an
+answer whose mistakes are not the same mistakes. That diversity of reasoning paths is what makes
+sampling plus majority vote beat greedy decoding (self-consistency); with one strategy, errors are
+systematic, and majority vote only matches greedy.
+
+Each strategy has one canonical trace per problem, so the task knows the gold label of every step:
+a step is right while it matches the trace of the strategy the solution follows.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from ponder.tasks.base import ANSWER_PREFIX, BaseTask, TaskError, labels_by_reference
+from ponder.tasks.base import ANSWER_PREFIX, BaseTask, TaskError, labels_by_reference, stable_seed
 from ponder.types import Problem
 
 OPS = ("+", "-", "*")
+STYLES = ("column", "place")
 
 
 @dataclass(frozen=True)
@@ -33,8 +50,14 @@ class ArithmeticConfig:
     """Digits per operand (operands are uniform in [0, 10**digits)); the multiplier of `*` has one."""
     op: str = "+"
     """Operation: '+' (carry), '-' (borrow, larger operand first) or '*' (times one digit)."""
+    styles: tuple[str, ...] = ("column",)
+    """Reasoning strategies the demonstrations use: 'column' (digit by digit with carries) and/or
+    'place' (split by place value, then add the parts)."""
 
     def __post_init__(self) -> None:
+        if not self.styles or any(s not in STYLES for s in self.styles) or len(set(self.styles)) != len(self.styles):
+            raise TaskError(f"task arithmetic: styles must be distinct values from {', '.join(STYLES)}, "
+                            f"got {list(self.styles)}")
         if not 1 <= self.digits <= 12:
             raise TaskError(f"task arithmetic: digits must be in 1..12, got {self.digits}")
         if self.op not in OPS:
@@ -59,8 +82,16 @@ class Arithmetic(BaseTask):
         problem = Problem(id=key, prompt=f"Q: {key}\n", answer=str(result), meta={"a": a, "b": b, "op": op})
         return key, problem
 
-    def trace(self, problem: Problem) -> list[str]:
-        """The canonical chain of thought, one string per step (the last is the answer line)."""
+    def style_of(self, problem: Problem) -> str:
+        """The strategy this problem's demonstration uses (a stable hash when there are several)."""
+        styles = self.config.styles
+        return styles[stable_seed("style", problem.id) % len(styles)]
+
+    def trace(self, problem: Problem, style: str | None = None) -> list[str]:
+        """The canonical chain of thought of a strategy, one string per step (the last is the answer)."""
+        style = style or self.style_of(problem)
+        if style == "place":
+            return self._place_trace(problem)
         a, b, op = problem.meta["a"], problem.meta["b"], problem.meta["op"]
         d = self.config.digits
         da = [int(c) for c in str(a).zfill(d)][::-1]
@@ -87,9 +118,36 @@ class Arithmetic(BaseTask):
         steps.append(f"{ANSWER_PREFIX}{problem.answer}")
         return steps
 
+    def _place_trace(self, problem: Problem) -> list[str]:
+        a, b, op = problem.meta["a"], problem.meta["b"], problem.meta["op"]
+        d = self.config.digits
+        steps, parts = [], []
+        for i in reversed(range(d)):
+            unit = 10**i
+            x = (a // unit) % 10 * unit
+            if op == "*":
+                v = x * b
+                steps.append(f"{x}*{b}={v}")
+            else:
+                y = (b // unit) % 10 * unit
+                v = x + y if op == "+" else x - y
+                steps.append(f"{x}{op}{y}={v}")
+            parts.append(v)
+        total = "+".join(str(v) for v in parts).replace("+-", "-")
+        steps.append(f"{total}={problem.answer}")
+        steps.append(f"{ANSWER_PREFIX}{problem.answer}")
+        return steps
+
     def demonstration(self, problem: Problem) -> str:
         return "\n".join(self.trace(problem)) + "\n"
 
     def step_labels(self, problem: Problem, steps: Sequence[str]) -> list[float]:
-        return labels_by_reference(self.trace(problem), steps)
+        """Labels against the trace of whichever strategy the solution follows (the one its steps
+        match longest), so a correct solution in either strategy is labelled correct."""
+        best: list[float] = []
+        for style in STYLES:
+            labels = labels_by_reference(self.trace(problem, style), steps)
+            if sum(labels) > sum(best) or not best:
+                best = labels
+        return best
 

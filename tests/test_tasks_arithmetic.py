@@ -1,0 +1,75 @@
+"""The arithmetic task: generation, splits, both reasoning strategies, verification, gold step labels."""
+
+from __future__ import annotations
+
+import pytest
+
+from ponder.tasks import Arithmetic, ArithmeticConfig, TaskError
+from ponder.types import Problem
+
+
+@pytest.mark.parametrize("op", ["+", "-", "*"])
+@pytest.mark.parametrize("style", ["column", "place"])
+def test_every_demonstration_verifies_and_ends_with_the_answer(op, style):
+    task = Arithmetic(ArithmeticConfig(digits=4, op=op, styles=(style,)))
+    for p in task.problems("train", 300, seed=3):
+        a, b = p.meta["a"], p.meta["b"]
+        assert int(p.answer) == (a + b if op == "+" else a - b if op == "-" else a * b)
+        demo = task.demonstration(p)
+        assert task.verify(p, demo) == 1.0
+        assert demo.endswith(f"A: {p.answer}\n")
+        assert task.step_labels(p, demo.splitlines()) == [1.0] * len(demo.splitlines())
+
+
+def test_hand_written_traces():
+    task = Arithmetic(ArithmeticConfig(digits=3, styles=("column", "place")))
+    p = Problem(id="347+285", prompt="Q: 347+285\n", answer="632", meta={"a": 347, "b": 285, "op": "+"})
+    assert task.trace(p, "column") == ["7+5+0=12 c1", "4+8+1=13 c1", "3+2+1=6 c0", "A: 632"]
+    assert task.trace(p, "place") == ["300+200=500", "40+80=120", "7+5=12", "500+120+12=632", "A: 632"]
+    sub = Problem(id="347-285", prompt="Q: 347-285\n", answer="62", meta={"a": 347, "b": 285, "op": "-"})
+    assert task.trace(sub, "column") == ["7-5-0=2 b0", "14-8-0=6 b1", "3-2-1=0 b0", "A: 62"]
+    assert task.trace(sub, "place") == ["300-200=100", "40-80=-40", "7-5=2", "100-40+2=62", "A: 62"]
+
+
+def test_step_labels_find_the_first_wrong_step_in_either_strategy():
+    task = Arithmetic(ArithmeticConfig(digits=3))
+    p = Problem(id="347+285", prompt="Q: 347+285\n", answer="632", meta={"a": 347, "b": 285, "op": "+"})
+    assert task.step_labels(p, ["7+5+0=12 c1", "4+8+1=14 c1", "3+2+1=6 c0", "A: 642"]) == [1, 0, 0, 0]
+    assert task.step_labels(p, ["300+200=500", "40+80=120", "7+5=13", "500+120+13=633"]) == [1, 1, 0, 0]
+    assert task.step_labels(p, ["garbage"]) == [0]
+
+
+def test_styles_mix_and_validation():
+    task = Arithmetic(ArithmeticConfig(styles=("column", "place")))
+    styles = [task.style_of(p) for p in task.problems("train", 400, seed=1)]
+    assert 120 < styles.count("place") < 280
+    for bad in [(), ("column", "column"), ("columns",)]:
+        with pytest.raises(TaskError, match="styles"):
+            ArithmeticConfig(styles=bad)
+    with pytest.raises(TaskError, match="digits"):
+        ArithmeticConfig(digits=0)
+    with pytest.raises(TaskError, match="op"):
+        ArithmeticConfig(op="/")
+
+
+def test_splits_are_disjoint_and_seeded():
+    task = Arithmetic()
+    train = {p.id for p in task.problems("train", 2000, seed=0)}
+    test = {p.id for p in task.problems("test", 200, seed=0)}
+    assert not train & test
+    assert [p.id for p in task.problems("test", 50, seed=7)] == [p.id for p in task.problems("test", 50, seed=7)]
+    assert [p.id for p in task.problems("test", 50, seed=7)] != [p.id for p in task.problems("test", 50, seed=8)]
+
+
+@pytest.mark.parametrize("text", ["A: 632 633", "A: 633\nA: 632", "632", "A: six hundred", "A: 632x", "A:632.5"])
+def test_adversarial_answers_are_rejected(text):
+    task = Arithmetic()
+    p = Problem(id="347+285", prompt="Q: 347+285\n", answer="632", meta={"a": 347, "b": 285, "op": "+"})
+    assert task.verify(p, text) == 0.0
+
+
+@pytest.mark.parametrize("text", ["A: 632", "A: 632.", "A: 632.0", "A:  632 ", "x\nA: 0632"])
+def test_equivalent_answers_are_accepted(text):
+    task = Arithmetic()
+    p = Problem(id="347+285", prompt="Q: 347+285\n", answer="632", meta={"a": 347, "b": 285, "op": "+"})
+    assert task.verify(p, text) == 1.0
