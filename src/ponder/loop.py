@@ -52,7 +52,6 @@ def _eval_phase(run: Run, cfg: RunConfig, policy, task, problems, phase: str, pr
 
 def run_loop(cfg: RunConfig, run: Run, *, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
     """Run (or resume) every phase of the recipe in `run`; returns the state's results."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     task = make_task(cfg.task["name"], cfg.task_config())
     test_problems = task.problems("test", cfg.eval.problems, cfg.seed)
     verifier = VerifierReward(task)
