@@ -11,7 +11,8 @@ compute the round just spent.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 from ponder.learn.sft import SFTConfig, train_sft
 from ponder.policy.base import Policy
@@ -37,8 +38,11 @@ class ExpertIterationConfig:
     """Keep a solution whose reward is at least this."""
     keep_per_problem: int = 1
     """Most distinct kept solutions per problem (stops easy problems dominating the data)."""
+    epochs: float = 2.0
+    """Passes over the round's kept solutions; the round trains min(sft.steps, epochs * kept / batch)
+    steps, so a round that kept little data does not overfit it (0 always trains sft.steps)."""
     sft: SFTConfig = SFTConfig(steps=150, lr=1e-3, warmup=10)
-    """The SFT phase of each round."""
+    """The SFT phase of each round (`steps` is the most it trains)."""
 
     def __post_init__(self) -> None:
         for name in ("problems", "samples", "max_new_tokens", "keep_per_problem"):
@@ -48,6 +52,15 @@ class ExpertIterationConfig:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+
+
+def round_steps(cfg: ExpertIterationConfig, kept: int) -> int:
+    """SFT steps of a round that kept `kept` solutions."""
+    if cfg.epochs == 0:
+        return cfg.sft.steps
+    return max(1, min(cfg.sft.steps, math.ceil(cfg.epochs * kept / cfg.sft.batch_size)))
 
 
 def collect_verified(problems: Sequence[Problem], groups: Sequence[Sequence[Sample]],
@@ -84,8 +97,10 @@ def expert_iteration_round(policy: Policy, reward: OutcomeReward, problems: Sequ
     if log is not None:
         log({k: v for k, v in stats.items()})
     if data:
-        sft = train_sft(policy, data, cfg.sft, seed=seed + 1, log=log, phase=phase, progress=progress)
-        stats.update(train_tokens=sft["tokens"], train_loss=sft["final_loss"], train_seconds=sft["seconds"])
+        sft_cfg = replace(cfg.sft, steps=round_steps(cfg, len(data)))
+        sft = train_sft(policy, data, sft_cfg, seed=seed + 1, log=log, phase=phase, progress=progress)
+        stats.update(train_steps=sft_cfg.steps, train_tokens=sft["tokens"], train_loss=sft["final_loss"],
+                     train_seconds=sft["seconds"])
     else:
-        stats.update(train_tokens=0, train_loss=float("nan"), train_seconds=0.0)
+        stats.update(train_steps=0, train_tokens=0, train_loss=float("nan"), train_seconds=0.0)
     return stats
