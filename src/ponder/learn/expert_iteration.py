@@ -10,8 +10,8 @@ compute the round just spent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from ponder.learn.sft import SFTConfig, train_sft
