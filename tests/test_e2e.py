@@ -58,17 +58,17 @@ def test_resume_after_a_crash_gives_the_same_summary(tmp_path, monkeypatch):
     assert _run(tmp_path, "whole") == 0
     expected = json.loads((tmp_path / "whole" / "summary.json").read_text())
 
-    real_round = loop.expert_iteration_round
+    real_round = loop.train_round
 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash in the learning round")
 
-    monkeypatch.setattr(loop, "expert_iteration_round", crash)
+    monkeypatch.setattr(loop, "train_round", crash)
     with pytest.raises(RuntimeError):
         _run(tmp_path, "crashed")
     state = json.loads((tmp_path / "crashed" / "state.json").read_text())
     assert state["done"] == ["init", "eval_init"]
-    monkeypatch.setattr(loop, "expert_iteration_round", real_round)
+    monkeypatch.setattr(loop, "train_round", real_round)
     assert main(["run", "--quiet", "--resume", str(tmp_path / "crashed")]) == 0
     assert json.loads((tmp_path / "crashed" / "summary.json").read_text()) == expected
     # the metrics log holds each phase's lines once

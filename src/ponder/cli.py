@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 from ponder.config import RECIPE_DIR, ConfigError, load_recipe, to_dict, to_toml
+from ponder.learn.sft import TrainingDiverged
 from ponder.policy.tiny import PolicyLoadError
 from ponder.runs import Run, RunDirError, write_atomic, write_json
+from ponder.signals import Interrupted, install_handlers
 from ponder.tasks import TASKS
 from ponder.tasks.base import TaskError
 
@@ -45,8 +47,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_atomic(run.path / "config.toml", to_toml(to_dict(cfg)))
         write_json(run.path / "config.json", to_dict(cfg))
     print(f"run directory: {run.path}", file=sys.stderr)
+    install_handlers()
     try:
         run_loop(cfg, run, progress=not args.quiet, echo=lambda s: print(s, file=sys.stderr))
+    except Interrupted as e:
+        print(f"\nponder: stopped during {e}; progress is saved. Continue with:\n"
+              f"  ponder run --resume {run.path}", file=sys.stderr)
+        return 130
+    except TrainingDiverged as e:
+        last = run.state.get("last_checkpoint")
+        kept = f"the last good checkpoint is {run.checkpoint_dir(last)}" if last else "no phase had finished"
+        print(f"ponder: error: {e}; training stopped ({kept}). Lower the learning rate or check the data.",
+              file=sys.stderr)
+        return 1
     finally:
         run.close()
     summary = write_report(run.path)

@@ -97,6 +97,9 @@ class RunConfig:
     """Run name; the run directory is runs/<name>."""
     seed: int = 0
     """Seed of everything: model init, problem draws, sampling, batch order."""
+    checkpoint_every: int = 0
+    """Also save training progress every this many optimizer steps inside a phase (0: only at the end
+    of each phase and when stopped by Ctrl-C/SIGTERM)."""
     task: dict[str, Any] = field(default_factory=lambda: {"name": "arithmetic"})
     """`name` of a registered task plus that task's own settings."""
     model: ModelConfig = ModelConfig()
@@ -109,6 +112,12 @@ class RunConfig:
     """Evaluation settings, used after initialization and after every learning round."""
     expert_iteration: ExpertIterationConfig = ExpertIterationConfig()
     """Learning from search: sample, keep verified solutions, SFT on them, repeat."""
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"name must be a plain directory name, got {self.name!r}")
 
     def task_config(self):
         """The chosen task's own config object (validated when the recipe was loaded)."""

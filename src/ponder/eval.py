@@ -20,6 +20,7 @@ from ponder.policy.base import Policy
 from ponder.reward.verifier import VerifierReward
 from ponder.search.best_of_n import select_best
 from ponder.search.voting import majority_vote
+from ponder.signals import check_stop
 from ponder.tasks.base import Task
 from ponder.types import Cost, Problem, Sample, Sampling
 
@@ -30,6 +31,7 @@ def generate_in_chunks(policy: Policy, prompts: Sequence[str], sampling: Samplin
     fixed, so results do not depend on anything but the seed."""
     out: list[list[Sample]] = []
     for i in tqdm(range(0, len(prompts), chunk), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        check_stop(desc)
         seed = None if sampling.seed is None else sampling.seed + i
         out.extend(policy.generate(prompts[i : i + chunk], Sampling(**{**sampling.__dict__, "seed": seed})))
     return out

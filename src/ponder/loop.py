@@ -16,8 +16,8 @@ import torch
 
 from ponder.config import RunConfig
 from ponder.eval import evaluate
-from ponder.learn.expert_iteration import expert_iteration_round
-from ponder.learn.sft import train_sft
+from ponder.learn.expert_iteration import sample_round, train_round
+from ponder.learn.sft import Checkpointing, train_sft
 from ponder.policy.tiny import TinyPolicy
 from ponder.reward.verifier import VerifierReward
 from ponder.runs import Run
@@ -50,6 +50,18 @@ def _eval_phase(run: Run, cfg: RunConfig, policy, task, problems, phase: str, pr
     return out
 
 
+def _checkpointing(run: Run, policy, phase: str, every: int) -> Checkpointing:
+    """Mid-phase saves into the run directory, and the saved progress of this phase if there is one."""
+    partial = run.load_partial(phase)
+    resume = None
+    if partial is not None:
+        policy_dir, tensors, meta = partial
+        policy.load_weights(policy_dir)
+        resume = (tensors, meta)
+    return Checkpointing(save=lambda tensors, meta: run.save_partial(policy, phase, tensors, meta), every=every,
+                         resume=resume)
+
+
 def run_loop(cfg: RunConfig, run: Run, *, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
     """Run (or resume) every phase of the recipe in `run`; returns the state's results."""
     task = make_task(cfg.task["name"], cfg.task_config())
@@ -59,8 +71,10 @@ def run_loop(cfg: RunConfig, run: Run, *, progress: bool = True, echo: Callable[
     if run.state.get("last_checkpoint"):
         policy = TinyPolicy.load(run.checkpoint_dir(run.state["last_checkpoint"]), dtype=cfg.policy.dtype,
                                  batch_size=cfg.policy.batch_size)
-        echo(f"resuming {run.path} after phase {run.state['done'][-1]} "
-             f"(checkpoint {run.state['last_checkpoint']})")
+    if run.state["done"] or run.state.get("partial"):
+        where = f"after phase {run.state['done'][-1]}" if run.state["done"] else "from the start"
+        echo(f"resuming {run.path} {where}" + (f" (phase {run.state['partial']} from its last save)"
+                                               if run.state.get("partial") else ""))
     for phase in phase_names(cfg):
         if run.done(phase):
             continue
@@ -79,7 +93,8 @@ def run_loop(cfg: RunConfig, run: Run, *, progress: bool = True, echo: Callable[
             if not demos:
                 raise ValueError(f"task {task.name} has no demonstrations to initialize a policy from")
             stats = train_sft(policy, demos, cfg.init.sft, seed=stable_seed(cfg.seed, phase), log=run.log,
-                              phase=phase, progress=progress)
+                              phase=phase, progress=progress,
+                              checkpointing=_checkpointing(run, policy, phase, cfg.checkpoint_every))
             run.save_checkpoint(policy, phase)
             result = {"train_tokens": stats["tokens"], "final_loss": stats["final_loss"],
                       "params": policy.num_params(), "demos": len(demos)}
@@ -88,13 +103,21 @@ def run_loop(cfg: RunConfig, run: Run, *, progress: bool = True, echo: Callable[
             echo(f"[{phase}] greedy accuracy {result['greedy_accuracy']:.1%}")
         else:
             r = int(phase.removeprefix("round"))
-            problems = task.problems("train", cfg.expert_iteration.problems, stable_seed(cfg.seed, phase))
-            result = expert_iteration_round(policy, verifier, problems, cfg.expert_iteration,
-                                            seed=stable_seed(cfg.seed, phase), phase=phase, log=run.log,
-                                            progress=progress)
+            seed = stable_seed(cfg.seed, phase)
+            saved = run.load_phase_data(phase)
+            if saved is None:
+                problems = task.problems("train", cfg.expert_iteration.problems, seed)
+                data, stats = sample_round(policy, verifier, problems, cfg.expert_iteration, seed=seed, phase=phase)
+                run.log(dict(stats))
+                run.save_phase_data(phase, {"data": data, "stats": stats})
+            else:
+                data, stats = [tuple(x) for x in saved["data"]], saved["stats"]
+            result = train_round(policy, data, stats, cfg.expert_iteration, seed=seed, phase=phase, log=run.log,
+                                 progress=progress,
+                                 checkpointing=_checkpointing(run, policy, phase, cfg.checkpoint_every))
             run.save_checkpoint(policy, phase)
             echo(f"[round {r}] kept {result['kept']} verified solutions "
-                 f"({result['sample_pass_rate']:.1%} of samples verified), trained {cfg.expert_iteration.sft.steps} steps")
+                 f"({result['sample_pass_rate']:.1%} of samples verified), trained {result['train_steps']} steps")
         run.log({"phase": phase, "step": -1, "event": "phase_done", "seconds": round(time.perf_counter() - t0, 3)})
         run.finish_phase(phase, result)
     return run.state["results"]

@@ -128,7 +128,14 @@ class Run:
             self.state["results"][phase] = result
         if phase not in self.state["done"]:
             self.state["done"].append(phase)
+        self.state.pop("partial", None)
         self.save_state()
+        for leftover in (f"{phase}.partial", f"{phase}.data.json"):
+            p = self.path / "checkpoints" / leftover
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
 
     def save_state(self) -> None:
         self.state["elapsed"] = time.time() - self._t0
@@ -149,6 +156,41 @@ class Run:
         tmp.rename(final)
         self.state["last_checkpoint"] = phase
         return final
+
+    def save_partial(self, policy, phase: str, tensors: dict, meta: dict) -> None:
+        """Save a phase's progress (policy weights, loop tensors, loop meta) under checkpoints/<phase>.partial,
+        atomically, and record it in state.json with the metrics line count it goes with."""
+        from safetensors.torch import save_file
+
+        final = self.path / "checkpoints" / f"{phase}.partial"
+        tmp = final.with_name(final.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        policy.save(tmp / "policy")
+        save_file(tensors, str(tmp / "loop.safetensors"))
+        (tmp / "loop.json").write_text(json.dumps(meta))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        self.state["partial"] = phase
+        self.save_state()
+
+    def load_partial(self, phase: str) -> tuple[Path, dict, dict] | None:
+        """(policy dir, loop tensors, loop meta) of a phase's saved progress, or None."""
+        from safetensors.torch import load_file
+
+        if self.state.get("partial") != phase:
+            return None
+        d = self.path / "checkpoints" / f"{phase}.partial"
+        return d / "policy", load_file(str(d / "loop.safetensors")), json.loads((d / "loop.json").read_text())
+
+    def save_phase_data(self, phase: str, data: Any) -> None:
+        """Keep what a phase produced before its training step (e.g. a round's kept samples)."""
+        write_json(self.path / "checkpoints" / f"{phase}.data.json", data)
+
+    def load_phase_data(self, phase: str) -> Any:
+        f = self.path / "checkpoints" / f"{phase}.data.json"
+        return json.loads(f.read_text()) if f.exists() else None
 
     def write_samples(self, phase: str, rows: list[dict]) -> None:
         write_atomic(self.path / "samples" / f"{phase}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from ponder.learn.sft import SFTConfig, train_sft
+from ponder.learn.sft import Checkpointing, SFTConfig, train_sft
 from ponder.policy.base import Policy
 from ponder.reward.verifier import OutcomeReward
 from ponder.types import Cost, Problem, Sample, Sampling
@@ -79,10 +79,9 @@ def collect_verified(problems: Sequence[Problem], groups: Sequence[Sequence[Samp
     return out
 
 
-def expert_iteration_round(policy: Policy, reward: OutcomeReward, problems: Sequence[Problem],
-                           cfg: ExpertIterationConfig, *, seed: int, phase: str,
-                           log: Callable[[dict], None] | None = None, progress: bool = True) -> dict:
-    """Run one round in place on `policy`; returns what it sampled, kept and trained."""
+def sample_round(policy: Policy, reward: OutcomeReward, problems: Sequence[Problem], cfg: ExpertIterationConfig,
+                 *, seed: int, phase: str) -> tuple[list[tuple[str, str]], dict]:
+    """The search half of a round: sample, score, keep verified. Returns (training pairs, stats)."""
     sampling = Sampling(n=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed)
     groups = policy.generate([p.prompt for p in problems], sampling)
     rewards = [reward.score(p, [s.text for s in g]) for p, g in zip(problems, groups)]
@@ -94,13 +93,29 @@ def expert_iteration_round(policy: Policy, reward: OutcomeReward, problems: Sequ
              "sample_pass_rate": sum(r >= cfg.threshold for rs in rewards for r in rs) / max(n_samples, 1),
              "problems_solved": sum(any(r >= cfg.threshold for r in rs) for rs in rewards) / max(len(problems), 1),
              "kept": len(data), "sample_tokens": sample_cost.tokens_generated, "sample_flops": sample_cost.flops}
-    if log is not None:
-        log({k: v for k, v in stats.items()})
+    return data, stats
+
+
+def train_round(policy: Policy, data: Sequence[tuple[str, str]], stats: dict, cfg: ExpertIterationConfig, *,
+                seed: int, phase: str, log: Callable[[dict], None] | None = None, progress: bool = True,
+                checkpointing: Checkpointing | None = None) -> dict:
+    """The learning half of a round: SFT on the kept pairs. Returns `stats` with training figures."""
+    stats = dict(stats)
     if data:
         sft_cfg = replace(cfg.sft, steps=round_steps(cfg, len(data)))
-        sft = train_sft(policy, data, sft_cfg, seed=seed + 1, log=log, phase=phase, progress=progress)
-        stats.update(train_steps=sft_cfg.steps, train_tokens=sft["tokens"], train_loss=sft["final_loss"],
-                     train_seconds=sft["seconds"])
+        sft = train_sft(policy, data, sft_cfg, seed=seed + 1, log=log, phase=phase, progress=progress,
+                        checkpointing=checkpointing)
+        stats.update(train_steps=sft_cfg.steps, train_tokens=sft["tokens"], train_loss=sft["final_loss"])
     else:
-        stats.update(train_steps=0, train_tokens=0, train_loss=float("nan"), train_seconds=0.0)
+        stats.update(train_steps=0, train_tokens=0, train_loss=float("nan"))
     return stats
+
+
+def expert_iteration_round(policy: Policy, reward: OutcomeReward, problems: Sequence[Problem],
+                           cfg: ExpertIterationConfig, *, seed: int, phase: str,
+                           log: Callable[[dict], None] | None = None, progress: bool = True) -> dict:
+    """Run one round in place on `policy`; returns what it sampled, kept and trained."""
+    data, stats = sample_round(policy, reward, problems, cfg, seed=seed, phase=phase)
+    if log is not None:
+        log(dict(stats))
+    return train_round(policy, data, stats, cfg, seed=seed, phase=phase, log=log, progress=progress)

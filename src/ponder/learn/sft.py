@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ponder.policy.base import Policy
+from ponder.signals import Interrupted, stop_requested
 
 
 @dataclass(frozen=True)
@@ -71,28 +72,79 @@ def nll_loss(policy: Policy, prompts: Sequence[str], completions: Sequence[str])
     return -(logp * mask).sum() / max(tokens, 1), tokens
 
 
+class TrainingDiverged(FloatingPointError):
+    """A non-finite loss or gradient; the message names the phase, step and term."""
+
+
+@dataclass
+class Checkpointing:
+    """How a training loop saves and resumes its own progress (optimizer, batch order, step).
+
+    `save(tensors, meta)` persists the loop's state together with the policy's weights (the caller
+    knows where); `resume` is what `save` last wrote, to continue from, with the policy's weights
+    already restored by the caller. `every` is the step interval (0: only when stopping)."""
+
+    save: Callable[[dict[str, torch.Tensor], dict], None]
+    every: int = 0
+    resume: tuple[dict[str, torch.Tensor], dict] | None = None
+    should_stop: Callable[[], bool] = stop_requested
+
+
+def _loop_state(opt: torch.optim.Optimizer, gen: torch.Generator, step: int, tokens: int,
+                losses: list[float]) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"generator": gen.get_state()}
+    for idx, st in opt.state_dict()["state"].items():
+        for name, value in st.items():
+            tensors[f"opt.{idx}.{name}"] = value.detach().clone().contiguous()
+    return tensors, {"step": step, "tokens": tokens, "losses": losses}
+
+
+def _restore_loop_state(opt: torch.optim.Optimizer, gen: torch.Generator, tensors: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    gen.set_state(tensors["generator"])
+
+
 def train_sft(policy: Policy, examples: Sequence[tuple[str, str]], cfg: SFTConfig, *, seed: int,
-              log: Callable[[dict], None] | None = None, phase: str = "sft", progress: bool = True) -> dict:
-    """Fine-tune `policy` in place on (prompt, completion) pairs; returns summary statistics."""
+              log: Callable[[dict], None] | None = None, phase: str = "sft", progress: bool = True,
+              checkpointing: Checkpointing | None = None) -> dict:
+    """Fine-tune `policy` in place on (prompt, completion) pairs; returns summary statistics.
+
+    With `checkpointing`, the loop saves its state every `every` steps and when a stop is requested
+    (then raises `Interrupted`), and continues from `resume` if given: a resumed run takes the same
+    batches with the same optimizer state, so it ends with the same weights as one never stopped.
+    """
     if not examples:
         raise ValueError(f"{phase}: no training examples")
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
+    first, total_tokens, losses = 0, 0, []
+    if checkpointing is not None and checkpointing.resume is not None:
+        tensors, meta = checkpointing.resume
+        _restore_loop_state(opt, gen, tensors)
+        first, total_tokens, losses = meta["step"], meta["tokens"], list(meta["losses"])
     policy.train(True)
-    start, total_tokens, losses = time.perf_counter(), 0, []
-    bar = tqdm(range(cfg.steps), desc=phase, disable=not progress, leave=False, dynamic_ncols=True)
+    start = time.perf_counter()
+    bar = tqdm(range(first, cfg.steps), desc=phase, disable=not progress, leave=False, dynamic_ncols=True,
+               initial=first, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         idx = torch.randint(len(examples), (cfg.batch_size,), generator=gen).tolist()
         loss, tokens = nll_loss(policy, [examples[i][0] for i in idx], [examples[i][1] for i in idx])
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{phase}: non-finite loss {loss.item()} at step {step}")
+            raise TrainingDiverged(f"{phase}: non-finite loss (nll = {loss.item()}) at step {step + 1}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        if not torch.isfinite(norm):
+            raise TrainingDiverged(f"{phase}: non-finite gradient of the nll loss (norm = {norm.item()}) "
+                                   f"at step {step + 1}")
         opt.step()
         total_tokens += tokens
         losses.append(loss.item())
@@ -102,6 +154,12 @@ def train_sft(policy: Policy, examples: Sequence[tuple[str, str]], cfg: SFTConfi
             recent = losses[-cfg.log_every :]
             log({"phase": phase, "step": step + 1, "loss": sum(recent) / len(recent), "lr": lr_at(step, cfg),
                  "tokens": total_tokens, "tokens_per_s": total_tokens / max(elapsed, 1e-9)})
+        if checkpointing is not None and step + 1 < cfg.steps:
+            stop = checkpointing.should_stop()
+            if stop or (checkpointing.every and (step + 1) % checkpointing.every == 0):
+                checkpointing.save(*_loop_state(opt, gen, step + 1, total_tokens, losses))
+            if stop:
+                raise Interrupted(f"{phase} at step {step + 1}")
     policy.train(False)
     elapsed = time.perf_counter() - start
     return {"steps": cfg.steps, "tokens": total_tokens, "seconds": elapsed,

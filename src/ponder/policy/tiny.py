@@ -150,6 +150,16 @@ class TinyPolicy:
             raise PolicyLoadError(f"{weights}: weights do not fit config.json ({str(e).splitlines()[0]})") from None
         return policy
 
+    def load_weights(self, path: str | Path) -> None:
+        """Load weights saved by `save` into this policy in place (same shape required)."""
+        weights = Path(path) / "model.safetensors"
+        if not weights.is_file():
+            raise PolicyLoadError(f"{path}: no model.safetensors")
+        try:
+            self.model.load_state_dict(load_file(str(weights)))
+        except RuntimeError as e:
+            raise PolicyLoadError(f"{weights}: weights do not fit this model ({str(e).splitlines()[0]})") from None
+
     def num_params(self) -> int:
         return self.model.num_params()
 
