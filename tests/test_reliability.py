@@ -1,0 +1,115 @@
+"""Reliability: exact resume of training from a mid-phase save, graceful stops, the non-finite guard."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ponder.cli import main
+from ponder.learn.sft import Checkpointing, SFTConfig, TrainingDiverged, train_sft
+from ponder.policy import ModelConfig, TinyPolicy
+from ponder.signals import Interrupted
+from ponder.tasks import Arithmetic, ArithmeticConfig
+
+TINY = ModelConfig(n_layer=1, n_head=2, d_model=32, max_seq_len=48)
+
+
+def _data():
+    task = Arithmetic(ArithmeticConfig(digits=2))
+    return [(p.prompt, task.demonstration(p)) for p in task.problems("train", 50, seed=0)]
+
+
+def _weights(policy):
+    return {k: v.clone() for k, v in policy.model.state_dict().items()}
+
+
+def test_training_stopped_and_resumed_ends_with_identical_weights(tmp_path):
+    data, cfg = _data(), SFTConfig(steps=20, batch_size=8, lr=3e-3, warmup=3, log_every=5)
+    whole = TinyPolicy(TINY, seed=0)
+    logged_whole = []
+    train_sft(whole, data, cfg, seed=1, log=logged_whole.append, progress=False)
+
+    saves = []
+    stopped = TinyPolicy(TINY, seed=0)
+
+    def save(tensors, meta):
+        stopped.save(tmp_path / "w")
+        saves.append(({k: v.clone() for k, v in tensors.items()}, json.loads(json.dumps(meta))))
+
+    calls = {"n": 0}
+
+    def stop_at_12():
+        calls["n"] += 1
+        return calls["n"] == 12
+
+    logged = []
+    with pytest.raises(Interrupted):
+        train_sft(stopped, data, cfg, seed=1, log=logged.append, progress=False,
+                  checkpointing=Checkpointing(save=save, every=5, should_stop=stop_at_12))
+    assert [m["step"] for _, m in saves] == [5, 10, 12]  # every 5 steps, and when stopped
+
+    resumed = TinyPolicy(TINY, seed=123)  # different init: everything must come from the save
+    resumed.load_weights(tmp_path / "w")
+    train_sft(resumed, data, cfg, seed=1, log=logged.append, progress=False,
+              checkpointing=Checkpointing(save=lambda t, m: None, resume=saves[-1]))
+    for k, v in _weights(whole).items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert [m["loss"] for m in logged] == [m["loss"] for m in logged_whole]
+
+
+def test_non_finite_loss_stops_with_step_and_term():
+    policy = TinyPolicy(TINY, seed=0)
+    real = policy.logprobs
+    calls = {"n": 0}
+
+    def poisoned(prompts, completions, **kw):
+        calls["n"] += 1
+        logp, mask = real(prompts, completions, **kw)
+        return (logp * float("nan") if calls["n"] == 4 else logp), mask
+
+    policy.logprobs = poisoned
+    with pytest.raises(TrainingDiverged, match=r"init: non-finite loss \(nll = nan\) at step 4"):
+        train_sft(policy, _data(), SFTConfig(steps=10, batch_size=4), seed=0, phase="init", progress=False)
+
+
+def test_non_finite_gradient_is_caught():
+    policy = TinyPolicy(TINY, seed=0)
+    with torch.no_grad():
+        policy.model.norm.weight.fill_(float("inf"))  # finite inputs, infinite scale: inf/nan gradients
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        train_sft(policy, _data(), SFTConfig(steps=3, batch_size=4), seed=0, progress=False)
+
+
+def test_cli_reports_divergence_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    from ponder import loop
+
+    real = loop.train_round
+
+    def diverge(*args, **kwargs):
+        raise TrainingDiverged("round1: non-finite loss (nll = nan) at step 3")
+
+    monkeypatch.setattr(loop, "train_round", diverge)
+    args = ["run", "--quiet", "--runs-dir", str(tmp_path), "--name", "x",
+            "--set", "task.digits=1", "--set", "model.n_layer=1", "--set", "model.d_model=32",
+            "--set", "model.max_seq_len=32", "--set", "init.demos=20", "--set", "init.sft.steps=3",
+            "--set", "eval.problems=5", "--set", "eval.n=[1,2]", "--set", "eval.max_new_tokens=20",
+            "--set", "expert_iteration.problems=5", "--set", "expert_iteration.max_new_tokens=20"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "round1: non-finite loss" in err and "step 3" in err
+    assert "checkpoints/init" in err
+    assert (tmp_path / "x" / "checkpoints" / "init" / "model.safetensors").is_file()
+    state = json.loads((tmp_path / "x" / "state.json").read_text())
+    assert state["done"] == ["init", "eval_init"]
+    monkeypatch.setattr(loop, "train_round", real)
+    assert main(["run", "--quiet", "--resume", str(tmp_path / "x")]) == 0
+    assert json.loads((tmp_path / "x" / "state.json").read_text())["done"][-1] == "eval_round2"
+
+
+def test_checkpoint_every_is_validated(tmp_path, capsys):
+    assert main(["run", "--runs-dir", str(tmp_path), "--set", "checkpoint_every=-1"]) == 2
+    assert "checkpoint_every" in capsys.readouterr().err
+    assert main(["run", "--runs-dir", str(tmp_path), "--set", "name=../escape"]) == 2
+    assert "name" in capsys.readouterr().err
