@@ -113,3 +113,41 @@ def test_checkpoint_every_is_validated(tmp_path, capsys):
     assert "checkpoint_every" in capsys.readouterr().err
     assert main(["run", "--runs-dir", str(tmp_path), "--set", "name=../escape"]) == 2
     assert "name" in capsys.readouterr().err
+
+
+def _jsonl(path, bad_line: str | None = None):
+    lines = [json.dumps({"question": f"What is {a} plus {b}?", "answer": f"{a}+{b}={a + b}\n#### {a + b}"})
+             for a in range(8) for b in range(8)]
+    if bad_line is not None:
+        lines.insert(5, bad_line)
+    path.write_text("\n".join(lines) + "\n")
+
+
+JSONL_RUN = ["--set", "model.n_layer=1", "--set", "model.d_model=32", "--set", "model.max_seq_len=64",
+             "--set", "init.demos=20", "--set", "init.sft.steps=2", "--set", "eval.problems=4",
+             "--set", "eval.n=[1,2]", "--set", "eval.max_new_tokens=8", "--set", "expert_iteration.rounds=1",
+             "--set", "expert_iteration.problems=4", "--set", "expert_iteration.max_new_tokens=8"]
+
+
+def test_bad_data_line_is_rejected_before_any_work(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    _jsonl(data, bad_line='{"question": "What is 1 plus 1?", "answer": "two"}')
+    args = ["run", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--set", "task.name=jsonl",
+            "--set", f"task.path={data}", "--set", "task.digits=3"]
+    assert main(args) == 2  # digits is not a jsonl setting
+    assert "task.digits" in capsys.readouterr().err
+    args = ["run", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--set", "task={name='jsonl', path='%s'}" % data]
+    assert main(args + JSONL_RUN) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{data}:6:" in err and "number" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_skipped_bad_lines_are_counted_in_the_summary(tmp_path):
+    data = tmp_path / "data.jsonl"
+    _jsonl(data, bad_line="this is not json")
+    args = ["run", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--name", "j",
+            "--set", "task={name='jsonl', path='%s', skip_bad_lines=true}" % data]
+    assert main(args + JSONL_RUN) == 0
+    summary = json.loads((tmp_path / "runs" / "j" / "summary.json").read_text())
+    assert summary["skipped_data_lines"] == 1

@@ -15,7 +15,7 @@ from ponder.learn.sft import TrainingDiverged
 from ponder.policy.tiny import PolicyLoadError
 from ponder.runs import Run, RunDirError, write_atomic, write_json
 from ponder.signals import Interrupted, install_handlers
-from ponder.tasks import TASKS
+from ponder.tasks import TASKS, make_task
 from ponder.tasks.base import TaskError
 
 USER_ERRORS = (ConfigError, RunDirError, TaskError, PolicyLoadError)
@@ -40,8 +40,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError("--resume continues a run with its own config.toml; drop RECIPE and --set")
         run = Run.open(args.resume)
         cfg = load_recipe(str(Path(args.resume) / "config.toml"))
+        task = make_task(cfg.task["name"], cfg.task_config())
     else:
         cfg = load_recipe(args.recipe, args.set)
+        task = make_task(cfg.task["name"], cfg.task_config())  # data files are read and checked before any work
         name = args.name or cfg.name
         run = Run.create(Path(args.runs_dir) / name, force=args.force)
         write_atomic(run.path / "config.toml", to_toml(to_dict(cfg)))
@@ -49,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run directory: {run.path}", file=sys.stderr)
     install_handlers()
     try:
-        run_loop(cfg, run, progress=not args.quiet, echo=lambda s: print(s, file=sys.stderr))
+        run_loop(cfg, run, task=task, progress=not args.quiet, echo=lambda s: print(s, file=sys.stderr))
     except Interrupted as e:
         print(f"\nponder: stopped during {e}; progress is saved. Continue with:\n"
               f"  ponder run --resume {run.path}", file=sys.stderr)

@@ -22,7 +22,7 @@ from ponder.policy.tiny import TinyPolicy
 from ponder.reward.verifier import VerifierReward
 from ponder.runs import Run
 from ponder.tasks import make_task
-from ponder.tasks.base import stable_seed
+from ponder.tasks.base import Task, stable_seed
 
 SAMPLES_SAVED = 50  # problems per evaluation whose completions go to samples/<phase>.jsonl
 
@@ -62,9 +62,11 @@ def _checkpointing(run: Run, policy, phase: str, every: int) -> Checkpointing:
                          resume=resume)
 
 
-def run_loop(cfg: RunConfig, run: Run, *, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
-    """Run (or resume) every phase of the recipe in `run`; returns the state's results."""
-    task = make_task(cfg.task["name"], cfg.task_config())
+def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bool = True,
+             echo: Callable[[str], None] = print) -> dict:
+    """Run (or resume) every phase of the recipe in `run`; returns the state's results. `task` is the
+    recipe's task if the caller already built it."""
+    task = task or make_task(cfg.task["name"], cfg.task_config())
     test_problems = task.problems("test", cfg.eval.problems, cfg.seed)
     verifier = VerifierReward(task)
     policy = None
@@ -97,7 +99,8 @@ def run_loop(cfg: RunConfig, run: Run, *, progress: bool = True, echo: Callable[
                               checkpointing=_checkpointing(run, policy, phase, cfg.checkpoint_every))
             run.save_checkpoint(policy, phase)
             result = {"train_tokens": stats["tokens"], "final_loss": stats["final_loss"],
-                      "params": policy.num_params(), "demos": len(demos)}
+                      "params": policy.num_params(), "demos": len(demos),
+                      "skipped_data_lines": getattr(task, "skipped_lines", 0)}
         elif phase.startswith("eval_"):
             result = _eval_phase(run, cfg, policy, task, test_problems, phase, progress)
             echo(f"[{phase}] greedy accuracy {result['greedy_accuracy']:.1%}")

@@ -37,7 +37,8 @@ def build_summary(config: dict, results: dict) -> dict:
             search[learned] = res["search"]
     rounds = {k: v for k, v in results.items() if k.startswith("round")}
     return {"name": config.get("name"), "seed": config.get("seed"), "task": config.get("task"),
-            "model_params": init.get("params"), "phases": phases, "search": search,
+            "model_params": init.get("params"), "skipped_data_lines": init.get("skipped_data_lines", 0),
+            "phases": phases, "search": search,
             "learning": [{"round": k, **{f: v[f] for f in ("samples", "sample_pass_rate", "problems_solved", "kept",
                                                           "sample_tokens", "train_tokens") if f in v}}
                          for k, v in rounds.items()]}
