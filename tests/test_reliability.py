@@ -136,7 +136,7 @@ def test_bad_data_line_is_rejected_before_any_work(tmp_path, capsys):
             "--set", f"task.path={data}", "--set", "task.digits=3"]
     assert main(args) == 2  # digits is not a jsonl setting
     assert "task.digits" in capsys.readouterr().err
-    args = ["run", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--set", "task={name='jsonl', path='%s'}" % data]
+    args = ["run", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--set", f"task={{name='jsonl', path='{data}'}}"]
     assert main(args + JSONL_RUN) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{data}:6:" in err and "number" in err
@@ -147,7 +147,7 @@ def test_skipped_bad_lines_are_counted_in_the_summary(tmp_path):
     data = tmp_path / "data.jsonl"
     _jsonl(data, bad_line="this is not json")
     args = ["run", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--name", "j",
-            "--set", "task={name='jsonl', path='%s', skip_bad_lines=true}" % data]
+            "--set", f"task={{name='jsonl', path='{data}', skip_bad_lines=true}}"]
     assert main(args + JSONL_RUN) == 0
     summary = json.loads((tmp_path / "runs" / "j" / "summary.json").read_text())
     assert summary["skipped_data_lines"] == 1
