@@ -151,3 +151,39 @@ def test_skipped_bad_lines_are_counted_in_the_summary(tmp_path):
     assert main(args + JSONL_RUN) == 0
     summary = json.loads((tmp_path / "runs" / "j" / "summary.json").read_text())
     assert summary["skipped_data_lines"] == 1
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from ponder.runs import Run
+
+    run = Run.create(tmp_path / "r")
+    good = TinyPolicy(TINY, seed=0)
+    run.save_checkpoint(good, "init")
+    run.finish_phase("init", {"ok": 1})
+    bad = TinyPolicy(TINY, seed=1)
+
+    def full(path):
+        (path / "model.safetensors").parent.mkdir(parents=True, exist_ok=True)
+        (path / "model.safetensors").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bad, "save", full)
+    with pytest.raises(OSError):
+        run.save_checkpoint(bad, "init")
+    loaded = TinyPolicy.load(tmp_path / "r" / "checkpoints" / "init")
+    for k, v in good.model.state_dict().items():
+        assert torch.equal(v, loaded.model.state_dict()[k])
+    reopened = Run.open(tmp_path / "r")
+    assert reopened.state["done"] == ["init"] and reopened.state["last_checkpoint"] == "init"
+
+
+def test_nothing_is_ever_unpickled():
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "ponder"
+    for f in src.rglob("*.py"):
+        text = f.read_text()
+        assert "pickle" not in text, f
+        assert "torch.load(" not in text, f
