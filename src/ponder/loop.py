@@ -75,7 +75,7 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
                                  batch_size=cfg.policy.batch_size)
     if run.state["done"] or run.state.get("partial"):
         where = f"after phase {run.state['done'][-1]}" if run.state["done"] else "from the start"
-        echo(f"resuming {run.path} {where}" + (f" (phase {run.state['partial']} from its last save)"
+        echo(f"resuming {run.path} {where}" + (f" (phase {run.state['partial']['phase']} from its last save)"
                                                if run.state.get("partial") else ""))
     for phase in phase_names(cfg):
         if run.done(phase):

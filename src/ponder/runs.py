@@ -130,12 +130,8 @@ class Run:
             self.state["done"].append(phase)
         self.state.pop("partial", None)
         self.save_state()
-        for leftover in (f"{phase}.partial", f"{phase}.data.json"):
-            p = self.path / "checkpoints" / leftover
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        self._remove_partials(phase)
+        (self.path / "checkpoints" / f"{phase}.data.json").unlink(missing_ok=True)
 
     def save_state(self) -> None:
         self.state["elapsed"] = time.time() - self._t0
@@ -158,35 +154,44 @@ class Run:
         return final
 
     def save_partial(self, policy, phase: str, tensors: dict, meta: dict) -> None:
-        """Save a phase's progress (policy weights, loop tensors, loop meta) under checkpoints/<phase>.partial,
-        atomically, and record it in state.json with the metrics line count it goes with."""
+        """Save a phase's progress (policy weights, loop tensors, loop meta) under
+        checkpoints/<phase>.partial-<step>, then record it in state.json with the metrics line count it
+        goes with, then delete older saves: a kill at any point leaves state.json naming a complete save."""
         from safetensors.torch import save_file
 
-        final = self.path / "checkpoints" / f"{phase}.partial"
+        name = f"{phase}.partial-{meta['step']}"
+        final = self.path / "checkpoints" / name
         tmp = final.with_name(final.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        for d in (tmp, final):
+            if d.exists():
+                shutil.rmtree(d)
         policy.save(tmp / "policy")
         save_file(tensors, str(tmp / "loop.safetensors"))
-        (tmp / "loop.json").write_text(json.dumps(meta))
-        if final.exists():
-            shutil.rmtree(final)
+        write_atomic(tmp / "loop.json", json.dumps(meta))
         tmp.rename(final)
-        self.state["partial"] = phase
+        self.state["partial"] = {"phase": phase, "dir": name}
         self.save_state()
+        self._remove_partials(phase, keep=name)
+
+    def _remove_partials(self, phase: str, keep: str | None = None) -> None:
+        for d in (self.path / "checkpoints").glob(f"{phase}.partial-*"):
+            if d.name != keep:
+                shutil.rmtree(d)
 
     def load_partial(self, phase: str) -> tuple[Path, dict, dict] | None:
         """(policy dir, loop tensors, loop meta) of a phase's saved progress, or None."""
         from safetensors.torch import load_file
 
-        if self.state.get("partial") != phase:
+        partial = self.state.get("partial")
+        if not partial or partial["phase"] != phase:
             return None
-        d = self.path / "checkpoints" / f"{phase}.partial"
+        d = self.path / "checkpoints" / partial["dir"]
         return d / "policy", load_file(str(d / "loop.safetensors")), json.loads((d / "loop.json").read_text())
 
     def save_phase_data(self, phase: str, data: Any) -> None:
         """Keep what a phase produced before its training step (e.g. a round's kept samples)."""
         write_json(self.path / "checkpoints" / f"{phase}.data.json", data)
+        self.save_state()  # the metrics lines logged so far belong with the data
 
     def load_phase_data(self, phase: str) -> Any:
         f = self.path / "checkpoints" / f"{phase}.data.json"

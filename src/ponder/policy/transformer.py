@@ -151,7 +151,12 @@ class Transformer(nn.Module):
         return 2.0 * self.num_params() + 4.0 * self.cfg.n_layer * context * self.cfg.d_model
 
     def forward(self, idx: Tensor, pos: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        """idx: (B, T) token ids; pos: (B, T) positions (default 0..T-1). Returns logits (B, T, V).
+        """Logits (B, T, V) of the next token at every position; see `hidden` for the arguments."""
+        return F.linear(self.hidden(idx, pos, cache), self.embed.weight)
+
+    def hidden(self, idx: Tensor, pos: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """idx: (B, T) token ids; pos: (B, T) positions (default 0..T-1). Returns the final normed
+        hidden states (B, T, D), which the language-model head and reward heads read.
 
         Without a cache this is plain causal attention (training, right padding). With a cache the
         new tokens go into slots [cache.length, cache.length + T), must already be marked in
@@ -177,4 +182,4 @@ class Transformer(nn.Module):
             x = block(x, cos, sin, i, cache, mask)
         if cache is not None:
             cache.length += T
-        return F.linear(self.norm(x), self.embed.weight)
+        return self.norm(x)
