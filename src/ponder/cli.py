@@ -59,8 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         last = run.state.get("last_checkpoint")
         kept = f"the last good checkpoint is {run.checkpoint_dir(last)}" if last else "no phase had finished"
-        print(f"ponder: error: {e}; training stopped ({kept}). Start a new run with a lower learning rate, or check the data.",
-              file=sys.stderr)
+        print(f"ponder: error: {e}; training stopped ({kept}). "
+              "Start a new run with a lower learning rate, or check the data.", file=sys.stderr)
         return 1
     finally:
         run.close()
