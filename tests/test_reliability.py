@@ -187,3 +187,28 @@ def test_nothing_is_ever_unpickled():
         text = f.read_text()
         assert "pickle" not in text, f
         assert "torch.load(" not in text, f
+
+
+def test_crash_right_after_a_round_saved_its_samples_keeps_its_metrics_line_once(tmp_path, monkeypatch):
+    from ponder.runs import Run
+
+    real = Run.save_phase_data
+
+    def save_then_die(self, phase, data):
+        real(self, phase, data)
+        raise RuntimeError("killed after the round's samples were saved")
+
+    monkeypatch.setattr(Run, "save_phase_data", save_then_die)
+    args = ["run", "--quiet", "--runs-dir", str(tmp_path), "--name", "x",
+            "--set", "task.digits=1", "--set", "model.n_layer=1", "--set", "model.d_model=32",
+            "--set", "model.max_seq_len=32", "--set", "init.demos=20", "--set", "init.sft.steps=3",
+            "--set", "eval.problems=5", "--set", "eval.n=[1,2]", "--set", "eval.max_new_tokens=20",
+            "--set", "expert_iteration.rounds=1", "--set", "expert_iteration.problems=5",
+            "--set", "expert_iteration.max_new_tokens=20"]
+    with pytest.raises(RuntimeError):
+        main(args)
+    assert (tmp_path / "x" / "checkpoints" / "round1.data.json").is_file()
+    monkeypatch.setattr(Run, "save_phase_data", real)
+    assert main(["run", "--quiet", "--resume", str(tmp_path / "x")]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "x" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(1 for m in lines if m["phase"] == "round1" and "kept" in m) == 1

@@ -73,3 +73,14 @@ def test_equivalent_answers_are_accepted(text):
     task = Arithmetic()
     p = Problem(id="347+285", prompt="Q: 347+285\n", answer="632", meta={"a": 347, "b": 285, "op": "+"})
     assert task.verify(p, text) == 1.0
+
+
+def test_column_ba_reads_the_second_operand_first():
+    task = Arithmetic(ArithmeticConfig(digits=3, styles=("column_ba",)))
+    p = Problem(id="347+285", prompt="Q: 347+285\n", answer="632", meta={"a": 347, "b": 285, "op": "+"})
+    assert task.trace(p) == ["5+7+0=12 c1", "8+4+1=13 c1", "2+3+1=6 c0", "A: 632"]
+    for q in task.problems("train", 200, seed=0):
+        demo = task.demonstration(q)
+        assert task.verify(q, demo) == 1.0 and all(task.step_labels(q, demo.splitlines()))
+    with pytest.raises(TaskError, match="column_ba"):
+        ArithmeticConfig(op="-", styles=("column_ba",))

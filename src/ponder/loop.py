@@ -111,10 +111,12 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
             if saved is None:
                 problems = task.problems("train", cfg.expert_iteration.problems, seed)
                 data, stats = sample_round(policy, verifier, problems, cfg.expert_iteration, seed=seed, phase=phase)
+                saved = {"data": data, "stats": stats, "metrics_before": run.state["metrics_lines"]}
+                run.save_phase_data(phase, saved)
+            data, stats = [tuple(x) for x in saved["data"]], saved["stats"]
+            if run.state["metrics_lines"] == saved["metrics_before"]:  # its line is not in the log yet
                 run.log(dict(stats))
-                run.save_phase_data(phase, {"data": data, "stats": stats})
-            else:
-                data, stats = [tuple(x) for x in saved["data"]], saved["stats"]
+                run.save_state()
             result = train_round(policy, data, stats, cfg.expert_iteration, seed=seed, phase=phase, log=run.log,
                                  progress=progress,
                                  checkpointing=_checkpointing(run, policy, phase, cfg.checkpoint_every))

@@ -191,7 +191,6 @@ class Run:
     def save_phase_data(self, phase: str, data: Any) -> None:
         """Keep what a phase produced before its training step (e.g. a round's kept samples)."""
         write_json(self.path / "checkpoints" / f"{phase}.data.json", data)
-        self.save_state()  # the metrics lines logged so far belong with the data
 
     def load_phase_data(self, phase: str) -> Any:
         f = self.path / "checkpoints" / f"{phase}.data.json"

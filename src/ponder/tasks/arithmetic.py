@@ -39,7 +39,7 @@ from ponder.tasks.base import ANSWER_PREFIX, BaseTask, TaskError, labels_by_refe
 from ponder.types import Problem
 
 OPS = ("+", "-", "*")
-STYLES = ("column", "place")
+STYLES = ("column", "column_ba", "place")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class ArithmeticConfig:
         if not self.styles or any(s not in STYLES for s in self.styles) or len(set(self.styles)) != len(self.styles):
             raise TaskError(f"task arithmetic: styles must be distinct values from {', '.join(STYLES)}, "
                             f"got {list(self.styles)}")
+        if "column_ba" in self.styles and self.op != "+":
+            raise TaskError("task arithmetic: style 'column_ba' (second operand first) needs op '+'")
         if not 1 <= self.digits <= 12:
             raise TaskError(f"task arithmetic: digits must be in 1..12, got {self.digits}")
         if self.op not in OPS:
@@ -108,7 +110,8 @@ class Arithmetic(BaseTask):
             for x, y in zip(da, db):
                 if op == "+":
                     v = x + y + carry
-                    steps.append(f"{x}+{y}+{carry}={v} c{v // 10}")
+                    first, second = (y, x) if style == "column_ba" else (x, y)
+                    steps.append(f"{first}+{second}+{carry}={v} c{v // 10}")
                     carry = v // 10
                 else:
                     borrow = 1 if x - y - carry < 0 else 0
