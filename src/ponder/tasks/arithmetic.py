@@ -19,11 +19,12 @@ A second reasoning strategy, `place`, splits the operands by place value and add
     500+120+12=632
     A: 632
 
-With `styles = ["column", "place"]` each problem's demonstration uses one of them (chosen by a
-stable hash of the problem, about half each): two reasoning paths to the same answer, for studying
-how diverse demonstrations change search and learning. Measured here, the mixture is much harder
-for the small default model to learn than either strategy alone (near 0% greedy after 450 SFT steps
-where `column` alone reaches ~70%), so the default recipe uses `column` only.
+A third, `column_ba`, is `column` with the second operand's digit written first (`5+7+0=12 c1`).
+With several `styles`, each problem's demonstration uses one of them (chosen by a stable hash of the
+problem), for studying how diverse demonstrations change search and learning. Measured here, any
+mixture is far harder for the small default model to learn in the demo's budget: after 300 SFT steps
+`column` alone reaches 60-70% greedy accuracy, `column`+`column_ba` about 1%, and `column`+`place`
+under 1%. The default recipe therefore uses `column` only.
 
 Each strategy has one canonical trace per problem, so the task knows the gold label of every step:
 a step is right while it matches the trace of the strategy the solution follows.
