@@ -16,6 +16,15 @@ from ponder.tasks import Arithmetic, ArithmeticConfig
 TINY = ModelConfig(n_layer=1, n_head=2, d_model=32, max_seq_len=48)
 
 
+def _tiny_run(runs_dir, *extra: str) -> list[str]:
+    """CLI arguments of a seconds-long run named x: 1-digit addition, a one-layer model."""
+    sets = ["task.digits=1", "model.n_layer=1", "model.d_model=32", "model.max_seq_len=32", "init.demos=20",
+            "init.sft.steps=3", "eval.problems=5", "eval.n=[1,2]", "eval.max_new_tokens=20",
+            "expert_iteration.problems=5", "expert_iteration.max_new_tokens=20"]
+    return ["run", "--quiet", "--runs-dir", str(runs_dir), "--name", "x"] + [
+        a for s in sets for a in ("--set", s)] + list(extra)
+
+
 def _data():
     task = Arithmetic(ArithmeticConfig(digits=2))
     return [(p.prompt, task.demonstration(p)) for p in task.problems("train", 50, seed=0)]
@@ -91,11 +100,7 @@ def test_cli_reports_divergence_and_keeps_the_last_good_checkpoint(tmp_path, cap
         raise TrainingDiverged("round1: non-finite loss (nll = nan) at step 3")
 
     monkeypatch.setattr(loop, "train_round", diverge)
-    args = ["run", "--quiet", "--runs-dir", str(tmp_path), "--name", "x",
-            "--set", "task.digits=1", "--set", "model.n_layer=1", "--set", "model.d_model=32",
-            "--set", "model.max_seq_len=32", "--set", "init.demos=20", "--set", "init.sft.steps=3",
-            "--set", "eval.problems=5", "--set", "eval.n=[1,2]", "--set", "eval.max_new_tokens=20",
-            "--set", "expert_iteration.problems=5", "--set", "expert_iteration.max_new_tokens=20"]
+    args = _tiny_run(tmp_path)
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "round1: non-finite loss" in err and "step 3" in err
@@ -199,12 +204,7 @@ def test_crash_right_after_a_round_saved_its_samples_keeps_its_metrics_line_once
         raise RuntimeError("killed after the round's samples were saved")
 
     monkeypatch.setattr(Run, "save_phase_data", save_then_die)
-    args = ["run", "--quiet", "--runs-dir", str(tmp_path), "--name", "x",
-            "--set", "task.digits=1", "--set", "model.n_layer=1", "--set", "model.d_model=32",
-            "--set", "model.max_seq_len=32", "--set", "init.demos=20", "--set", "init.sft.steps=3",
-            "--set", "eval.problems=5", "--set", "eval.n=[1,2]", "--set", "eval.max_new_tokens=20",
-            "--set", "expert_iteration.rounds=1", "--set", "expert_iteration.problems=5",
-            "--set", "expert_iteration.max_new_tokens=20"]
+    args = _tiny_run(tmp_path, "--set", "expert_iteration.rounds=1")
     with pytest.raises(RuntimeError):
         main(args)
     assert (tmp_path / "x" / "checkpoints" / "round1.data.json").is_file()
