@@ -52,11 +52,11 @@ def test_default_recipe_loads_with_its_values():
     assert cfg == load_recipe("default") == load_recipe("default.toml")
     assert resolve_recipe(None) == RECIPE_DIR / "default.toml"
     assert cfg.name == "default" and cfg.seed == 0
-    assert cfg.task == {"name": "arithmetic", "digits": 3, "op": "+", "styles": ["column"]}
-    assert cfg.task_config() == ArithmeticConfig(digits=3, op="+")
+    assert cfg.task == {"name": "arithmetic", "digits": 3, "op": "+", "styles": ["column", "column_ba"]}
+    assert cfg.task_config() == ArithmeticConfig(digits=3, op="+", styles=("column", "column_ba"))
     assert cfg.model == ModelConfig(n_layer=4, n_head=4, d_model=128, max_seq_len=96)
     assert cfg.policy == PolicyConfig(dtype="float32", batch_size=512)
-    assert cfg.init == InitConfig(demos=2000, sft=SFTConfig(steps=300, batch_size=64, lr=3e-3, warmup=20))
+    assert cfg.init == InitConfig(demos=20000, sft=SFTConfig(steps=610, batch_size=64, lr=3e-3, warmup=20))
     assert cfg.eval == EvalConfig(problems=200, n=(1, 4, 16), temperature=0.5, max_new_tokens=64)
     assert isinstance(cfg.eval.n, tuple)
     assert cfg.expert_iteration == ExpertIterationConfig(
@@ -201,7 +201,7 @@ def test_parse_override_bad_form(bad):
 def test_overrides_apply_and_validate():
     cfg = load_recipe("default", ["seed=5", "init.sft.steps=7", "eval.n=[1, 2]", "name=quick", "task.digits=2"])
     assert cfg.seed == 5 and cfg.init.sft.steps == 7 and cfg.eval.n == (1, 2) and cfg.name == "quick"
-    assert cfg.task == {"name": "arithmetic", "digits": 2, "op": "+", "styles": ["column"]}
+    assert cfg.task == {"name": "arithmetic", "digits": 2, "op": "+", "styles": ["column", "column_ba"]}
     assert cfg.init.sft.batch_size == 64  # untouched siblings keep the recipe's values
     with pytest.raises(ConfigError) as e:
         load_recipe("default", ["init.sft.stepz=3"])
@@ -230,7 +230,7 @@ def test_to_toml_round_trip_default(tmp_path):
 def test_to_toml_round_trip_unusual_values(tmp_path):
     cfg = load_recipe("default", [
         'name="we\\"ird \\\\ name\\ttab"', "init.sft.lr=1e-5", "expert_iteration.threshold=0.5",
-        "eval.n=[2, 3, 64]", "task.digits=5", "task.op=-", "seed=12345678901", "model.rope_base=1e20",
+        "eval.n=[2, 3, 64]", "task.digits=5", "task.op=-", 'task.styles=["column"]', "seed=12345678901", "model.rope_base=1e20",
     ])
     assert cfg.name == 'we"ird \\ name\ttab'
     path = recipe(tmp_path, to_toml(to_dict(cfg)), "back.toml")

@@ -21,10 +21,11 @@ A second reasoning strategy, `place`, splits the operands by place value and add
 
 A third, `column_ba`, is `column` with the second operand's digit written first (`5+7+0=12 c1`).
 With several `styles`, each problem's demonstration uses one of them (chosen by a stable hash of the
-problem), for studying how diverse demonstrations change search and learning. Measured here, any
-mixture is far harder for the small default model to learn in the demo's budget: after 300 SFT steps
-`column` alone reaches 60-70% greedy accuracy, `column`+`column_ba` about 1%, and `column`+`place`
-under 1%. The default recipe therefore uses `column` only.
+problem). Diverse reasoning paths make a policy's mistakes differ between samples, which is what
+majority voting needs: measured here with the default model, `column` alone gives majority-of-16
+below greedy (58.5% vs 63.5%), `column`+`column_ba` gives it above (84.0% vs 79.0%), so the default
+recipe uses both. A mixture takes longer to learn and learns in a jump (17% greedy after 500 SFT
+steps, 79% after 610); `column`+`place` was under 1% after 450 steps.
 
 Each strategy has one canonical trace per problem, so the task knows the gold label of every step:
 a step is right while it matches the trace of the strategy the solution follows.
