@@ -13,7 +13,7 @@ from ponder.config import load_recipe
 from ponder.runs import Run
 
 TINY = [
-    "task.digits=2", "model.n_layer=2", "model.d_model=64", "model.max_seq_len=48",
+    "task.digits=2", 'task.styles=["column"]', "model.n_layer=2", "model.d_model=64", "model.max_seq_len=48",
     "init.demos=400", "init.sft.steps=60", "init.sft.batch_size=32",
     "eval.problems=40", "eval.n=[1,4]", "eval.max_new_tokens=40",
     "expert_iteration.rounds=1", "expert_iteration.problems=60", "expert_iteration.samples=2",
