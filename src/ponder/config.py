@@ -138,6 +138,13 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
+# scalar setting types: what TOML values they accept (bools never count as numbers) and how to name them
+_SCALARS: dict[type, tuple[tuple[type, ...], str]] = {
+    bool: ((bool,), "true or false"), int: ((int,), "an integer"), float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+}
+
+
 def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     """Check `value` against the annotation `tp`, converting TOML's types (list -> tuple, int -> float)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -165,22 +172,11 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key} must be a table, got {value!r}")
         return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
-        return value
+    if tp in _SCALARS:
+        accepted, what = _SCALARS[tp]
+        if isinstance(value, bool) != (tp is bool) or not isinstance(value, accepted):
+            raise ConfigError(f"{source}: {key} must be {what}, got {value!r}")
+        return tp(value)
     raise ConfigError(f"{source}: {key}: unsupported setting type {_type_name(tp)}")
 
 
