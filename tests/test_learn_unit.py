@@ -199,9 +199,9 @@ class TableReward:
     def __init__(self, table):
         self.table, self.calls = table, 0
 
-    def score(self, problem, texts):
+    def score(self, problems, texts):
         self.calls += len(texts)
-        return [self.table[(problem.id, t)] for t in texts]
+        return [self.table[(p.id, t)] for p, t in zip(problems, texts)]
 
 
 def test_expert_iteration_round_bookkeeping():

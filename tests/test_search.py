@@ -89,7 +89,8 @@ class TableReward:
         self.table = table
         self.calls = 0
 
-    def score(self, problem, texts):
+    def score(self, problems, texts):
+        assert len(problems) == len(texts)
         self.calls += len(texts)
         return [self.table[t] for t in texts]
 

@@ -52,7 +52,7 @@ def selection_table(problems: Sequence[Problem], groups: Sequence[Sequence[Sampl
                     ns: Sequence[int]) -> list[dict]:
     """Accuracy and generated tokens of each selection method at each N, from shared samples."""
     verifier = VerifierReward(task)
-    correct = [verifier.score(p, [s.text for s in g]) for p, g in zip(problems, groups)]
+    correct = [verifier.score([p] * len(g), [s.text for s in g]) for p, g in zip(problems, groups)]
     answers = [[task.extract_answer(s.text) for s in g] for g in groups]
     rows = []
     for n in ns:

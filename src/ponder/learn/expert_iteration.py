@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from ponder.learn.sft import Checkpointing, SFTConfig, train_sft
 from ponder.policy.base import Policy
-from ponder.reward.verifier import OutcomeReward
+from ponder.reward.base import OutcomeReward
 from ponder.types import Cost, Problem, Sample, Sampling
 
 
@@ -84,7 +84,7 @@ def sample_round(policy: Policy, reward: OutcomeReward, problems: Sequence[Probl
     """The search half of a round: sample, score, keep verified. Returns (training pairs, stats)."""
     sampling = Sampling(n=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed)
     groups = policy.generate([p.prompt for p in problems], sampling)
-    rewards = [reward.score(p, [s.text for s in g]) for p, g in zip(problems, groups)]
+    rewards = [reward.score([p] * len(g), [s.text for s in g]) for p, g in zip(problems, groups)]
     sample_cost = Cost.total(s.cost for g in groups for s in g)
     data = collect_verified(problems, groups, rewards, threshold=cfg.threshold,
                             keep_per_problem=cfg.keep_per_problem)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ponder.policy.base import Policy
-from ponder.reward.verifier import OutcomeReward
+from ponder.reward.base import OutcomeReward
 from ponder.tasks.base import Task
 from ponder.types import Cost, Problem, Sampling, SearchResult
 
@@ -27,7 +27,7 @@ def best_of_n(problems: Sequence[Problem], policy: Policy, reward: OutcomeReward
     groups = policy.generate([p.prompt for p in problems], Sampling(**{**sampling.__dict__, "n": n}))
     results = []
     for problem, samples in zip(problems, groups):
-        scores = reward.score(problem, [s.text for s in samples])
+        scores = reward.score([problem] * len(samples), [s.text for s in samples])
         i = select_best(scores)
         cost = Cost.total(s.cost for s in samples) + Cost(reward_calls=len(samples))
         results.append(SearchResult(problem_id=problem.id, text=samples[i].text,
