@@ -120,7 +120,25 @@ def train_sft(policy: Policy, examples: Sequence[tuple[str, str]], cfg: SFTConfi
     """
     if not examples:
         raise ValueError(f"{phase}: no training examples")
-    params = [p for p in policy.parameters() if p.requires_grad]
+
+    def batch_loss(idx: list[int]) -> tuple[torch.Tensor, int]:
+        return nll_loss(policy, [examples[i][0] for i in idx], [examples[i][1] for i in idx])
+
+    return train_steps(policy, batch_loss, len(examples), cfg, seed=seed, log=log, phase=phase, term="nll",
+                       progress=progress, checkpointing=checkpointing)
+
+
+def train_steps(model, batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]], n_examples: int,
+                cfg: SFTConfig, *, seed: int, log: Callable[[dict], None] | None = None, phase: str = "sft",
+                term: str = "loss", progress: bool = True, checkpointing: Checkpointing | None = None) -> dict:
+    """The optimisation loop every supervised learner shares (SFT, reward models).
+
+    Each step draws `cfg.batch_size` example indices with a seeded generator and minimises
+    `batch_loss(indices) -> (loss, tokens)` with AdamW, the warm-up + cosine schedule, gradient
+    clipping and a guard that names `phase`, step and `term` on a non-finite loss or gradient.
+    `model` needs `parameters()` and `train(mode)`.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     first, total_tokens, losses = 0, 0, []
@@ -128,22 +146,22 @@ def train_sft(policy: Policy, examples: Sequence[tuple[str, str]], cfg: SFTConfi
         tensors, meta = checkpointing.resume
         _restore_loop_state(opt, gen, tensors)
         first, total_tokens, losses = meta["step"], meta["tokens"], list(meta["losses"])
-    policy.train(True)
+    model.train(True)
     start = time.perf_counter()
     bar = tqdm(range(first, cfg.steps), desc=phase, disable=not progress, leave=False, dynamic_ncols=True,
                initial=first, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        idx = torch.randint(len(examples), (cfg.batch_size,), generator=gen).tolist()
-        loss, tokens = nll_loss(policy, [examples[i][0] for i in idx], [examples[i][1] for i in idx])
+        idx = torch.randint(n_examples, (cfg.batch_size,), generator=gen).tolist()
+        loss, tokens = batch_loss(idx)
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"{phase}: non-finite loss (nll = {loss.item()}) at step {step + 1}")
+            raise TrainingDiverged(f"{phase}: non-finite loss ({term} = {loss.item()}) at step {step + 1}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         if not torch.isfinite(norm):
-            raise TrainingDiverged(f"{phase}: non-finite gradient of the nll loss (norm = {norm.item()}) "
+            raise TrainingDiverged(f"{phase}: non-finite gradient of the {term} loss (norm = {norm.item()}) "
                                    f"at step {step + 1}")
         opt.step()
         total_tokens += tokens
@@ -160,7 +178,7 @@ def train_sft(policy: Policy, examples: Sequence[tuple[str, str]], cfg: SFTConfi
                 checkpointing.save(*_loop_state(opt, gen, step + 1, total_tokens, losses))
             if stop:
                 raise Interrupted(f"{phase} at step {step + 1}")
-    policy.train(False)
+    model.train(False)
     elapsed = time.perf_counter() - start
     return {"steps": cfg.steps, "tokens": total_tokens, "seconds": elapsed,
             "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])) if losses else float("nan")}
