@@ -6,6 +6,12 @@ rows together, dropping rows from the batch as they finish. Costs are counted pe
 sample's `cost.tokens_encoded` is its share of the prefill (all of it on sample 0 of each prompt),
 so the costs of a call's samples add up to what the call really spent.
 
+With a prefix cache (`prefix_cache_mb` > 0, see `ponder.policy.prefix_cache`), each prompt starts
+from the keys and values of its longest cached prefix and only the rest of it is encoded (always at
+least its last token, whose logits give the first sampled token); after sampling, each sample's
+prompt + completion is cached, so step-level search that continues earlier completions re-encodes
+almost nothing. The cache is cleared whenever the weights may have changed.
+
 Weights are stored as safetensors and the rest as JSON, so loading a checkpoint never runs code.
 """
 
@@ -20,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ponder.policy.prefix_cache import PrefixCache
 from ponder.policy.tokenizer import BOS, PAD, CharTokenizer
 from ponder.policy.transformer import KVCache, ModelConfig, Transformer
 from ponder.types import Cost, Sample, Sampling
@@ -50,7 +57,7 @@ class TinyPolicy:
     """The built-in engine behind the `Policy` protocol."""
 
     def __init__(self, model_config: ModelConfig | None = None, *, tokenizer: CharTokenizer | None = None,
-                 seed: int = 0, dtype: str = "float32", batch_size: int = 512) -> None:
+                 seed: int = 0, dtype: str = "float32", batch_size: int = 512, prefix_cache_mb: float = 0) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.tokenizer = tokenizer or CharTokenizer()
@@ -61,6 +68,39 @@ class TinyPolicy:
         self.dtype = dtype
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
+        self.prefix_cache: PrefixCache | None = None
+        self._cache_key: tuple | None = None  # what the cached keys/values were computed with
+        self.set_prefix_cache(prefix_cache_mb)
+
+    # -- prefix cache ------------------------------------------------------------------------------
+
+    def set_prefix_cache(self, mb: float) -> PrefixCache | None:
+        """Turn the prefix cache on with a cap of `mb` MiB (a fresh, empty one), or off with 0."""
+        if mb < 0:
+            raise ValueError(f"prefix_cache_mb must be >= 0, got {mb}")
+        self.prefix_cache = PrefixCache(int(mb * 2**20)) if mb > 0 else None
+        self._cache_key = None
+        return self.prefix_cache
+
+    def weights_changed(self) -> None:
+        """Tell the policy its weights were modified (call after an optimizer step or any in-place
+        edit): cached keys and values are stale, so the prefix cache is emptied. `load_weights` and
+        `train(True)` do this themselves; in-place updates are also noticed by parameter version
+        counters, but learners should not rely on that."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
+        self._cache_key = None
+
+    def _weights_key(self) -> tuple:
+        # parameter identities and in-place version counters (bumped by optimizer steps and copy_),
+        # plus the cache dtype: if any differ, cached keys/values were made by other weights
+        return (self.dtype, *((id(p), p._version) for p in self.model.parameters()))
+
+    def _check_prefix_cache(self) -> None:
+        key = self._weights_key()
+        if key != self._cache_key:
+            self.weights_changed()
+            self._cache_key = key
 
     # -- the Policy protocol ---------------------------------------------------------------------
 
@@ -68,6 +108,9 @@ class TinyPolicy:
         return self.model.parameters()
 
     def train(self, mode: bool = True) -> TinyPolicy:
+        """Set training mode; `train(True)` also empties the prefix cache, as weights will change."""
+        if mode:
+            self.weights_changed()
         self.model.train(mode)
         return self
 
@@ -85,6 +128,8 @@ class TinyPolicy:
         out: list[list[Sample]] = []
         was_training = self.model.training
         self.model.eval()
+        if self.prefix_cache is not None:
+            self._check_prefix_cache()
         try:
             for i in range(0, len(encoded), per_batch):
                 out.extend(self._generate_batch(encoded[i : i + per_batch], sampling, gen))
@@ -131,7 +176,8 @@ class TinyPolicy:
         tmp.replace(path / "config.json")
 
     @classmethod
-    def load(cls, path: str | Path, *, seed: int = 0, dtype: str | None = None, batch_size: int = 512) -> TinyPolicy:
+    def load(cls, path: str | Path, *, seed: int = 0, dtype: str | None = None, batch_size: int = 512,
+             prefix_cache_mb: float = 0) -> TinyPolicy:
         path = Path(path)
         cfg_file, weights = path / "config.json", path / "model.safetensors"
         if not cfg_file.is_file() or not weights.is_file():
@@ -143,7 +189,7 @@ class TinyPolicy:
         except (ValueError, KeyError, TypeError) as e:
             raise PolicyLoadError(f"{cfg_file}: {e}") from None
         policy = cls(config, tokenizer=tokenizer, seed=seed, dtype=dtype or meta.get("dtype", "bfloat16"),
-                     batch_size=batch_size)
+                     batch_size=batch_size, prefix_cache_mb=prefix_cache_mb)
         try:
             policy.model.load_state_dict(load_file(str(weights)))
         except RuntimeError as e:
@@ -151,10 +197,12 @@ class TinyPolicy:
         return policy
 
     def load_weights(self, path: str | Path) -> None:
-        """Load weights saved by `save` into this policy in place (same shape required)."""
+        """Load weights saved by `save` into this policy in place (same shape required); empties the
+        prefix cache."""
         weights = Path(path) / "model.safetensors"
         if not weights.is_file():
             raise PolicyLoadError(f"{path}: no model.safetensors")
+        self.weights_changed()
         try:
             self.model.load_state_dict(load_file(str(weights)))
         except RuntimeError as e:
@@ -167,7 +215,7 @@ class TinyPolicy:
 
     def _generate_batch(self, encoded: list[list[int]], sampling: Sampling, gen: torch.Generator
                         ) -> list[list[Sample]]:
-        cfg, tok, n = self.config, self.tokenizer, sampling.n
+        cfg, tok, n, pc = self.config, self.tokenizer, sampling.n, self.prefix_cache
         P, L = len(encoded), max(len(e) for e in encoded)
         if L >= cfg.max_seq_len:
             raise ValueError(f"a prompt of {L} tokens does not fit model.max_seq_len={cfg.max_seq_len}")
@@ -176,12 +224,27 @@ class TinyPolicy:
         limit = limit.clamp(max=sampling.max_new_tokens)  # (B,)
         max_new = int(limit.max())
         cache_dtype = DTYPES[self.dtype]
-        cache = KVCache(cfg, P, L + max_new, cache_dtype)
-        ids = torch.full((P, L), tok.pad_id, dtype=torch.long)
-        for r, e in enumerate(encoded):
-            ids[r, L - len(e) :] = torch.tensor(e)
-            cache.valid[r, L - len(e) : L] = True
-        pos = (cache.valid[:, :L].long().cumsum(-1) - 1).clamp(min=0)  # (P, L): 0 at the first real token
+        # each prompt's longest cached prefix, never all of it: the last token must run to give logits
+        hits = [pc.lookup(e[:-1]) for e in encoded] if pc is not None else [(0, None, None)] * P
+        c_len = [h[0] for h in hits]
+        r_len = [len(e) - c for e, c in zip(encoded, c_len)]  # tokens to encode
+        # slots [0, C) hold each row's cached prefix right-aligned, [C, C+R) the rest of its prompt
+        # right-aligned, then one slot per decoding step; without a prefix cache C = 0 and R = L
+        C, R = max(c_len), max(r_len)
+        ctx = C + R
+        cache = KVCache(cfg, P, ctx + max_new, cache_dtype)
+        ids = torch.full((P, R), tok.pad_id, dtype=torch.long)
+        pos = torch.zeros((P, R), dtype=torch.long)  # each token's true position; 0 on padding
+        for r, (e, (c, k, v)) in enumerate(zip(encoded, hits)):
+            if c:
+                cache.k[:, r, :, C - c : C] = k
+                cache.v[:, r, :, C - c : C] = v
+                cache.valid[r, C - c : C] = True
+            m = r_len[r]
+            ids[r, R - m :] = torch.tensor(e[c:])
+            pos[r, R - m :] = torch.arange(c, len(e))
+            cache.valid[r, ctx - m : ctx] = True
+        cache.length = C
         with self.autocast():
             logits = self.model(ids, pos, cache)[:, -1]  # (P, V)
         cache = cache.repeat_interleave(n)
@@ -194,6 +257,21 @@ class TinyPolicy:
         length = limit.clone()
         finish = ["length"] * B
         calls = 1
+        bytes_per_token = 2 * cfg.n_layer * cfg.d_model * cache.k.element_size()
+
+        def to_prefix_cache(cache: KVCache, rows: Tensor, which: Tensor) -> None:
+            """Store prompt + completion (but its last token, never run) of the finished batch rows `which`."""
+            for br in which.nonzero().flatten().tolist():
+                r = int(rows[br])
+                p, g = r // n, int(length[r]) - 1
+                seq = encoded[p] + tokens[r, :g].tolist()
+                if len(seq) * bytes_per_token > pc.max_bytes or pc.covers(seq):
+                    continue
+                spans = ((C - c_len[p], C), (ctx - r_len[p], ctx + g))  # cached prefix; encoded + generated
+                k = torch.cat([cache.k[:, br, :, a:b] for a, b in spans], dim=2)
+                v = torch.cat([cache.v[:, br, :, a:b] for a, b in spans], dim=2)
+                pc.insert(seq, k, v)
+
         active = torch.ones(B, dtype=torch.bool)  # per batch row: still generating
         for t in range(max_new):
             nxt = sample_next(logits, sampling.temperature, sampling.top_p, gen)  # (b,)
@@ -213,6 +291,8 @@ class TinyPolicy:
             if n_active == 0 or t == max_new - 1:
                 break
             if n_active <= 0.75 * len(rows):  # compact: copying the cache costs less than dead rows
+                if pc is not None:
+                    to_prefix_cache(cache, rows, ~active)  # the rows about to be dropped
                 rows, nxt, cache, next_pos, active = (rows[active], nxt[active], cache.select(active),
                                                       next_pos[active], active[active])
             cache.valid[:, cache.length] = True
@@ -220,21 +300,24 @@ class TinyPolicy:
                 logits = self.model(nxt[:, None], next_pos[:, None], cache)[:, -1]
             next_pos = next_pos + 1
             calls += 1
+        if pc is not None:
+            to_prefix_cache(cache, rows, torch.ones(len(rows), dtype=torch.bool))
         n_params = self.model.num_params()
         per_layer = 4.0 * cfg.n_layer * cfg.d_model
         out: list[list[Sample]] = []
         for p in range(P):
             group = []
-            prompt_len = len(encoded[p])
-            prefill_flops = 2.0 * n_params * prompt_len + per_layer * prompt_len * (prompt_len + 1) / 2
+            c, m = c_len[p], r_len[p]
+            # the m encoded tokens are at positions c .. c+m-1: token j attends to c + j + 1 tokens
+            prefill_flops = 2.0 * n_params * m + per_layer * (m * c + m * (m + 1) / 2)
             for j in range(n):
                 r = p * n + j
                 k = int(length[r])
                 ids = tokens[r, :k].tolist()
-                # token t of the completion attends to L + t earlier slots (padding included)
-                gen_flops = 2.0 * n_params * k + per_layer * (k * L + k * (k - 1) / 2)
+                # token t of the completion attends to ctx + t earlier slots (padding included)
+                gen_flops = 2.0 * n_params * k + per_layer * (k * ctx + k * (k - 1) / 2)
                 first = j == 0
-                cost = Cost(tokens_generated=k, tokens_encoded=prompt_len if first else 0,
+                cost = Cost(tokens_generated=k, tokens_encoded=m if first else 0,
                             policy_calls=calls if (first and p == 0) else 0,
                             flops=gen_flops + (prefill_flops if first else 0.0))
                 group.append(Sample(text=tok.decode([x for x in ids if x != tok.eos_id]), token_ids=tuple(ids),
