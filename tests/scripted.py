@@ -27,6 +27,9 @@ class StepScriptPolicy:
         self.rng = random.Random(seed)
         self.calls: list[tuple[list[str], Sampling]] = []
 
+    def room(self, prompt: str) -> int:
+        return 10_000
+
     def _draw(self, text: str, rng: random.Random) -> tuple[str, float] | None:
         options = self.script.get(text)
         if not options:

@@ -18,6 +18,8 @@ TINY = [
     "eval.problems=40", "eval.n=[1,4]", "eval.max_new_tokens=40",
     "expert_iteration.rounds=1", "expert_iteration.problems=60", "expert_iteration.samples=2",
     "expert_iteration.max_new_tokens=40", "expert_iteration.sft.steps=10", "expert_iteration.sft.batch_size=16",
+    "reward.problems=30", "reward.samples=2", "reward.rollouts=2", "reward.max_new_tokens=40", "reward.train.steps=10",
+    "reward.train.batch_size=16",
 ]
 
 
@@ -67,14 +69,14 @@ def test_resume_after_a_crash_gives_the_same_summary(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         _run(tmp_path, "crashed")
     state = json.loads((tmp_path / "crashed" / "state.json").read_text())
-    assert state["done"] == ["init", "eval_init"]
+    assert state["done"] == ["init", "reward", "eval_init"]
     monkeypatch.setattr(loop, "train_round", real_round)
     assert main(["run", "--quiet", "--resume", str(tmp_path / "crashed")]) == 0
     assert json.loads((tmp_path / "crashed" / "summary.json").read_text()) == expected
     # the metrics log holds each phase's lines once
     metrics = [json.loads(line) for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
     done_events = [m["phase"] for m in metrics if m.get("event") == "phase_done"]
-    assert done_events == ["init", "eval_init", "round1", "eval_round1"]
+    assert done_events == ["init", "reward", "eval_init", "round1", "eval_round1"]
 
 
 def test_unknown_recipe_key_is_one_clear_line(tmp_path, capsys):

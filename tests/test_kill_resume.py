@@ -37,12 +37,14 @@ pytestmark = pytest.mark.slow
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 NAME = "killed"
-PHASES = ["init", "eval_init", "round1", "eval_round1"]
+PHASES = ["init", "reward", "eval_init", "round1", "eval_round1"]
 # TINY, with windows wide enough to land a kill in: ~250 init SFT steps (several seconds), 200 held-out
 # problems x (greedy + 8 samples) per evaluation, and a learning round that always trains its 150 steps
-# (epochs = 0) on whatever it kept (the init policy verifies a few samples, so it keeps some).
+# (epochs = 0) on whatever it kept (the init policy verifies a few samples, so it keeps some), and reward
+# models trained for 150 steps each.
 RECIPE = [*TINY, "init.sft.steps=250", "eval.problems=200", "eval.n=[1,8]", "expert_iteration.problems=100",
-          "expert_iteration.epochs=0", "expert_iteration.sft.steps=150"]
+          "expert_iteration.epochs=0", "expert_iteration.sft.steps=150", "reward.train.steps=150",
+          "reward.train.log_every=5"]
 POLL_TIMEOUT = 120.0  # seconds to reach a kill point
 RUN_TIMEOUT = 300.0  # seconds for a whole (resumed) run
 
@@ -197,16 +199,18 @@ def _in_eval_init(run: Path) -> Callable[[], bool]:
     def reached() -> bool:
         state = _state(run)
         return (run / "checkpoints" / "init").is_dir() and state is not None \
-            and "init" in state["done"] and "eval_init" not in state["done"]
+            and "reward" in state["done"] and "eval_init" not in state["done"]
     return reached
 
 
 KILL_POINTS = {
     # name: (what, condition on the run directory, phases done when killed)
     "init_sft": ("a loss line of the init SFT", lambda run: _has_loss_line(run, "init"), []),
-    "eval_sampling": ("the evaluation of the initialized policy", _in_eval_init, ["init"]),
+    "reward_training": ("a loss line of the process reward model's training",
+                        lambda run: _has_loss_line(run, "reward_prm"), ["init"]),
+    "eval_sampling": ("the evaluation of the initialized policy", _in_eval_init, ["init", "reward"]),
     "learning_round": ("a metrics line of the learning round", lambda run: lambda: any(
-        m.get("phase") == "round1" for m in _metrics(run)), ["init", "eval_init"]),
+        m.get("phase") == "round1" for m in _metrics(run)), ["init", "reward", "eval_init"]),
 }
 
 

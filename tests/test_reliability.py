@@ -20,7 +20,9 @@ def _tiny_run(runs_dir, *extra: str) -> list[str]:
     """CLI arguments of a seconds-long run named x: 1-digit addition, a one-layer model."""
     sets = ["task.digits=1", "model.n_layer=1", "model.d_model=32", "model.max_seq_len=32", "init.demos=20",
             "init.sft.steps=3", "eval.problems=5", "eval.n=[1,2]", "eval.max_new_tokens=20",
-            "expert_iteration.problems=5", "expert_iteration.max_new_tokens=20"]
+            "expert_iteration.problems=5", "expert_iteration.max_new_tokens=20", "reward.problems=5",
+            "reward.samples=2", "reward.rollouts=1", "reward.max_new_tokens=20", "reward.train.steps=3",
+            "reward.train.batch_size=4"]
     return ["run", "--quiet", "--runs-dir", str(runs_dir), "--name", "x"] + [
         a for s in sets for a in ("--set", s)] + list(extra)
 
@@ -107,7 +109,7 @@ def test_cli_reports_divergence_and_keeps_the_last_good_checkpoint(tmp_path, cap
     assert "checkpoints/init" in err
     assert (tmp_path / "x" / "checkpoints" / "init" / "model.safetensors").is_file()
     state = json.loads((tmp_path / "x" / "state.json").read_text())
-    assert state["done"] == ["init", "eval_init"]
+    assert state["done"] == ["init", "reward", "eval_init"]
     monkeypatch.setattr(loop, "train_round", real)
     assert main(["run", "--quiet", "--resume", str(tmp_path / "x")]) == 0
     assert json.loads((tmp_path / "x" / "state.json").read_text())["done"][-1] == "eval_round2"
@@ -131,7 +133,8 @@ def _jsonl(path, bad_line: str | None = None):
 JSONL_RUN = ["--set", "model.n_layer=1", "--set", "model.d_model=32", "--set", "model.max_seq_len=64",
              "--set", "init.demos=20", "--set", "init.sft.steps=2", "--set", "eval.problems=4",
              "--set", "eval.n=[1,2]", "--set", "eval.max_new_tokens=8", "--set", "expert_iteration.rounds=1",
-             "--set", "expert_iteration.problems=4", "--set", "expert_iteration.max_new_tokens=8"]
+             "--set", "expert_iteration.problems=4", "--set", "expert_iteration.max_new_tokens=8",
+             "--set", "reward.problems=4", "--set", "reward.max_new_tokens=8", "--set", "reward.train.steps=2"]
 
 
 def test_bad_data_line_is_rejected_before_any_work(tmp_path, capsys):
@@ -201,7 +204,8 @@ def test_crash_right_after_a_round_saved_its_samples_keeps_its_metrics_line_once
 
     def save_then_die(self, phase, data):
         real(self, phase, data)
-        raise RuntimeError("killed after the round's samples were saved")
+        if phase == "round1":
+            raise RuntimeError("killed after the round's samples were saved")
 
     monkeypatch.setattr(Run, "save_phase_data", save_then_die)
     args = _tiny_run(tmp_path, "--set", "expert_iteration.rounds=1")

@@ -21,6 +21,7 @@ from typing import Any
 from ponder.learn.expert_iteration import ExpertIterationConfig
 from ponder.learn.sft import SFTConfig
 from ponder.policy.transformer import ModelConfig
+from ponder.reward.pipeline import RewardConfig
 from ponder.tasks import TASKS
 from ponder.tasks.base import TaskError
 
@@ -110,6 +111,8 @@ class RunConfig:
     """Policy initialization."""
     eval: EvalConfig = EvalConfig()
     """Evaluation settings, used after initialization and after every learning round."""
+    reward: RewardConfig = RewardConfig()
+    """Reward models trained on the initialized policy's samples, used by search and evaluation."""
     expert_iteration: ExpertIterationConfig = ExpertIterationConfig()
     """Learning from search: sample, keep verified solutions, SFT on them, repeat."""
 
@@ -180,15 +183,22 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     raise ConfigError(f"{source}: {key}: unsupported setting type {_type_name(tp)}")
 
 
-def build(cls: type, data: dict, where: str, source: str):
-    """Build dataclass `cls` from a TOML table, refusing unknown keys and bad values."""
+def build(cls: type, data: dict, where: str, source: str, base: Any = None):
+    """Build dataclass `cls` from a TOML table, refusing unknown keys and bad values. Keys the table
+    leaves out keep their values in `base` (the enclosing default) if given, else the class defaults."""
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     prefix = f"{where}." if where else ""
     for key in data:
-        if key not in names:
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (allowed: {', '.join(names)})")
-    kwargs = {k: _convert(v, hints[k], prefix + k, source) for k, v in data.items()}
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (allowed: {', '.join(fields)})")
+    kwargs = {f.name: getattr(base, f.name) for f in fields.values() if f.init} if base is not None else {}
+    for k, v in data.items():
+        default = getattr(base, k) if base is not None else fields[k].default
+        if dataclasses.is_dataclass(default) and isinstance(v, dict):  # a sub-table refines its own default
+            kwargs[k] = build(type(default), v, prefix + k, source, base=default)
+        else:
+            kwargs[k] = _convert(v, hints[k], prefix + k, source)
     if cls is RunConfig and "task" in kwargs:
         _task_config(kwargs["task"], "task", source)  # validate the task's own settings now
     try:

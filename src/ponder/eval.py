@@ -7,19 +7,20 @@ accuracy can be plotted against honest compute.
 
 Methods: `oracle` picks a sample the verifier accepts if there is one (best-of-N with the gold
 reward: the upper bound, pass@N); `majority` picks the most frequent extracted answer
-(self-consistency). Later reward models add their own best-of-N and weighted-vote rows.
+(self-consistency); each trained reward model adds its own best-of-N and weighted-vote rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from tqdm.auto import tqdm
 
 from ponder.policy.base import Policy
+from ponder.reward.base import OutcomeReward
 from ponder.reward.verifier import VerifierReward
 from ponder.search.best_of_n import select_best
-from ponder.search.voting import majority_vote
+from ponder.search.voting import majority_vote, weighted_vote
 from ponder.signals import check_stop
 from ponder.tasks.base import Task
 from ponder.types import Cost, Problem, Sample, Sampling
@@ -49,28 +50,49 @@ def greedy_accuracy(policy: Policy, task: Task, problems: Sequence[Problem], *, 
 
 
 def selection_table(problems: Sequence[Problem], groups: Sequence[Sequence[Sample]], task: Task,
-                    ns: Sequence[int]) -> list[dict]:
-    """Accuracy and generated tokens of each selection method at each N, from shared samples."""
+                    ns: Sequence[int], rewards: Mapping[str, OutcomeReward] | None = None) -> list[dict]:
+    """Accuracy and generated tokens of each selection method at each N, from shared samples.
+
+    Besides `oracle` and `majority`, each named reward model adds two methods: `<name>` (best-of-N
+    by its score) and `<name>_vote` (majority vote weighted by its score)."""
     verifier = VerifierReward(task)
     correct = [verifier.score([p] * len(g), [s.text for s in g]) for p, g in zip(problems, groups)]
     answers = [[task.extract_answer(s.text) for s in g] for g in groups]
+    scored = {name: score_groups(model, problems, groups) for name, model in (rewards or {}).items()}
     rows = []
     for n in ns:
         tokens = sum(s.cost.tokens_generated for g in groups for s in g[:n])
         flops = sum(s.cost.flops for g in groups for s in g[:n])
-        oracle = [c[select_best(c[:n])] for c in correct]
-        majority = []
-        for c, a in zip(correct, answers):
-            i = majority_vote(a[:n])
-            majority.append(0.0 if i is None else c[i])
-        for method, hits in (("oracle", oracle), ("majority", majority)):
+        methods = {"oracle": [c[select_best(c[:n])] for c in correct],
+                   "majority": [_pick(c, majority_vote(a[:n])) for c, a in zip(correct, answers)]}
+        for name, scores in scored.items():
+            methods[name] = [c[select_best(s[:n])] for c, s in zip(correct, scores)]
+            methods[f"{name}_vote"] = [_pick(c, weighted_vote(a[:n], s[:n])) for c, a, s in zip(correct, answers, scores)]
+        for method, hits in methods.items():
+            calls = 0 if method in ("oracle", "majority") else n * len(problems)
             rows.append({"method": method, "n": n, "accuracy": sum(hits) / max(len(hits), 1),
-                         "tokens_generated": tokens, "flops": flops})
+                         "tokens_generated": tokens, "flops": flops, "reward_calls": calls})
     return rows
 
 
+def _pick(correct: Sequence[float], index: int | None) -> float:
+    return 0.0 if index is None else correct[index]
+
+
+def score_groups(model: OutcomeReward, problems: Sequence[Problem], groups: Sequence[Sequence[Sample]]
+                 ) -> list[list[float]]:
+    """A reward's score of every sample, grouped like `groups`, in one batched call."""
+    flat = model.score([p for p, g in zip(problems, groups) for _ in g], [s.text for g in groups for s in g])
+    out, i = [], 0
+    for g in groups:
+        out.append(flat[i : i + len(g)])
+        i += len(g)
+    return out
+
+
 def evaluate(policy: Policy, task: Task, problems: Sequence[Problem], *, ns: Sequence[int], temperature: float,
-             top_p: float, max_new_tokens: int, seed: int, progress: bool = True) -> dict:
+             top_p: float, max_new_tokens: int, seed: int, progress: bool = True,
+             rewards: Mapping[str, OutcomeReward] | None = None) -> dict:
     """Greedy accuracy plus the selection table; also returns the samples for the run directory."""
     greedy, greedy_cost, greedy_samples = greedy_accuracy(policy, task, problems, max_new_tokens=max_new_tokens,
                                                           progress=progress)
@@ -78,5 +100,5 @@ def evaluate(policy: Policy, task: Task, problems: Sequence[Problem], *, ns: Seq
     groups = generate_in_chunks(policy, [p.prompt for p in problems], sampling, chunk=max(1, 512 // max(ns)),
                                 desc=f"sampling x{max(ns)}", progress=progress)
     return {"greedy_accuracy": greedy, "greedy_tokens": greedy_cost.tokens_generated,
-            "search": selection_table(problems, groups, task, ns),
+            "search": selection_table(problems, groups, task, ns, rewards),
             "greedy_samples": greedy_samples, "samples": groups}

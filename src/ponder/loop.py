@@ -1,5 +1,5 @@
-"""The roadmap iteration as phases: initialize, evaluate, then (search -> filter -> learn -> evaluate)
-per round, then report.
+"""The roadmap iteration as phases: initialize, train reward models, evaluate, then (search -> filter ->
+learn -> evaluate) per round, then report.
 
 Each phase is seeded from the recipe seed and the phase's name alone, writes its result into the
 run's state, and saves a checkpoint when it changed the policy. A resumed run skips the phases
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -19,6 +20,7 @@ from ponder.eval import evaluate
 from ponder.learn.expert_iteration import sample_round, train_round
 from ponder.learn.sft import Checkpointing, train_sft
 from ponder.policy.tiny import TinyPolicy
+from ponder.reward.pipeline import RewardData, collect, evaluate_reward_models, load_model, train_models
 from ponder.reward.verifier import VerifierReward
 from ponder.runs import Run
 from ponder.tasks import make_task
@@ -28,16 +30,44 @@ SAMPLES_SAVED = 50  # problems per evaluation whose completions go to samples/<p
 
 
 def phase_names(cfg: RunConfig) -> list[str]:
-    names = ["init", "eval_init"]
+    names = ["init"] + (["reward"] if cfg.reward.models else []) + ["eval_init"]
     for r in range(1, cfg.expert_iteration.rounds + 1):
         names += [f"round{r}", f"eval_round{r}"]
     return names
 
 
+def reward_dir(run: Run) -> Path:
+    return run.path / "reward"
+
+
+def _load_rewards(run: Run, cfg: RunConfig) -> dict:
+    return {name: load_model(reward_dir(run) / name) for name in cfg.reward.models}
+
+
+def _reward_phase(run: Run, cfg: RunConfig, policy, task, progress: bool, echo) -> dict:
+    """Sample and label the reward data (kept in the run, so a resumed run does not relabel), then train
+    every reward model of the recipe on it."""
+    seed = stable_seed(cfg.seed, "reward")
+    saved = run.load_phase_data("reward")
+    if saved is None:
+        data = collect(policy, task, cfg.reward, seed=seed, progress=progress)
+        run.save_phase_data("reward", data.to_json())
+    else:
+        data = RewardData.from_json(saved, {})
+    echo(f"[reward] {len(data.texts)} solutions labelled ({cfg.reward.labels}, "
+         f"{sum(data.outcomes) / max(len(data.outcomes), 1):.1%} verified); training {', '.join(cfg.reward.models)}")
+    stats = train_models(policy, task, data, cfg.reward, seed=seed, out_dir=reward_dir(run), log=run.log,
+                         progress=progress)
+    return {"models": stats, "solutions": len(data.texts), "verified": sum(data.outcomes),
+            "label_cost": data.cost.as_dict()}
+
+
 def _eval_phase(run: Run, cfg: RunConfig, policy, task, problems, phase: str, progress: bool) -> dict:
     ev = cfg.eval
+    rewards = _load_rewards(run, cfg)
     res = evaluate(policy, task, problems, ns=ev.n, temperature=ev.temperature, top_p=ev.top_p,
-                   max_new_tokens=ev.max_new_tokens, seed=stable_seed(cfg.seed, phase), progress=progress)
+                   max_new_tokens=ev.max_new_tokens, seed=stable_seed(cfg.seed, phase), progress=progress,
+                   rewards=rewards)
     rows = []
     for p, g, group in zip(problems[:SAMPLES_SAVED], res["greedy_samples"], res["samples"]):
         rows.append({"id": p.id, "prompt": p.prompt, "answer": p.answer, "greedy": g.text,
@@ -45,6 +75,8 @@ def _eval_phase(run: Run, cfg: RunConfig, policy, task, problems, phase: str, pr
                      "samples": [{"text": s.text, "correct": task.verify(p, s.text)} for s in group[:4]]})
     run.write_samples(phase, rows)
     out = {"greedy_accuracy": res["greedy_accuracy"], "greedy_tokens": res["greedy_tokens"], "search": res["search"]}
+    if rewards:
+        out["reward_models"] = evaluate_reward_models(rewards, task, problems, res["samples"], ns=ev.n)
     run.log({"phase": phase, "step": 0, "greedy_accuracy": out["greedy_accuracy"],
              **{f"{r['method']}@{r['n']}": r["accuracy"] for r in res["search"]}})
     return out
@@ -101,6 +133,8 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
             result = {"train_tokens": stats["tokens"], "final_loss": stats["final_loss"],
                       "params": policy.num_params(), "demos": len(demos),
                       "skipped_data_lines": getattr(task, "skipped_lines", 0)}
+        elif phase == "reward":
+            result = _reward_phase(run, cfg, policy, task, progress, echo)
         elif phase.startswith("eval_"):
             result = _eval_phase(run, cfg, policy, task, test_problems, phase, progress)
             echo(f"[{phase}] greedy accuracy {result['greedy_accuracy']:.1%}")

@@ -137,6 +137,10 @@ class TinyPolicy:
             self.model.train(was_training)
         return out
 
+    def room(self, prompt: str) -> int:
+        """Tokens that can still be generated after `prompt` before the model's context is full."""
+        return self.config.max_seq_len - 1 - len(self.tokenizer.encode(prompt))
+
     def logprobs(self, prompts: Sequence[str], completions: Sequence[str], *, eos: bool = True
                  ) -> tuple[Tensor, Tensor]:
         tok = self.tokenizer

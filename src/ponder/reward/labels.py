@@ -3,7 +3,8 @@
 - gold: the task's own `step_labels` (only where the task knows the right trace);
 - Monte-Carlo (Math-Shepherd / ReST-MCTS* style): from each step prefix, roll out K completions
   with the policy and label the step with the fraction that verify (soft) or with whether any does
-  (hard). A prefix that already states an answer is verified directly, with no rollout;
+  (hard). A prefix that already states an answer, or leaves the policy no room to continue, is
+  verified directly, with no rollout;
 - outcome: every step gets the solution's verified outcome (the labels an ORM or an implicit PRM
   learns from).
 
@@ -58,8 +59,9 @@ def mc_labels(task: Task, policy: Policy, problems: Sequence[Problem], texts: Se
         for i in range(1, len(steps) + 1):
             prefix = join_steps(steps[:i])
             key = (p.id, prefix)
-            if key not in prefixes:
-                prefixes[key] = task.verify(p, prefix) if task.extract_answer(prefix) is not None else None
+            if key not in prefixes:  # a stated answer, or no room left to continue: the prefix is the outcome
+                finished = task.extract_answer(prefix) is not None or policy.room(p.prompt + prefix) < 1
+                prefixes[key] = task.verify(p, prefix) if finished else None
             keys.append(key)
         per_text.append(keys)
     todo = [k for k, v in prefixes.items() if v is None]
