@@ -84,3 +84,16 @@ def test_column_ba_reads_the_second_operand_first():
         assert task.verify(q, demo) == 1.0 and all(task.step_labels(q, demo.splitlines()))
     with pytest.raises(TaskError, match="column_ba"):
         ArithmeticConfig(op="-", styles=("column_ba",))
+
+
+def test_step_labels_accept_either_column_order_per_step():
+    from ponder.types import Problem
+
+    task = Arithmetic(digits=3, op="+", styles=["column", "column_ba"])
+    p = Problem(id="264+141", prompt="Q: 264+141\n", answer="405", meta={"a": 264, "b": 141, "op": "+"})
+    mixed = ["1+4+0=5 c0", "6+4+0=10 c1", "2+1+1=4 c0", "A: 405"]  # b-first, then a-first: still right
+    assert task.step_labels(p, mixed) == [1.0, 1.0, 1.0, 1.0]
+    wrong_carry = ["1+4+0=5 c0", "4+6+0=10 c0", "2+1+0=3 c0", "A: 305"]
+    assert task.step_labels(p, wrong_carry) == [1.0, 0.0, 0.0, 0.0]
+    misread = ["4+1+0=5 c0", "6+5+0=11 c1", "2+1+1=4 c0", "A: 415"]
+    assert task.step_labels(p, misread) == [1.0, 0.0, 0.0, 0.0]

@@ -1,4 +1,5 @@
-"""The `ponder` command: run recipes, rebuild reports, list tasks and recipes.
+"""The `ponder` command: run recipes, rebuild reports, list tasks and recipes, train and evaluate reward
+models (`ponder reward`, in `ponder.cli_reward`).
 
 Errors a user can cause (a bad recipe key or value, a missing file, an existing run directory) end
 the command with one line on stderr and exit code 2, never a traceback.
@@ -13,12 +14,13 @@ from pathlib import Path
 from ponder.config import RECIPE_DIR, ConfigError, load_recipe, to_dict, to_toml
 from ponder.learn.sft import TrainingDiverged
 from ponder.policy.tiny import PolicyLoadError
+from ponder.reward.model import RewardModelLoadError
 from ponder.runs import Run, RunDirError, write_atomic, write_json
 from ponder.signals import Interrupted, install_handlers
 from ponder.tasks import TASKS, make_task
 from ponder.tasks.base import TaskError
 
-USER_ERRORS = (ConfigError, RunDirError, TaskError, PolicyLoadError)
+USER_ERRORS = (ConfigError, RunDirError, TaskError, PolicyLoadError, RewardModelLoadError)
 
 
 def _results_table(summary: dict) -> str:
@@ -128,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--show", metavar="RECIPE", help="print this recipe with every default filled in")
     rc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override before printing")
     rc.set_defaults(fn=cmd_recipes)
+
+    from ponder.cli_reward import add_parser as add_reward_parser
+
+    add_reward_parser(sub)
     return p
 
 

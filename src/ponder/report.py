@@ -36,9 +36,12 @@ def build_summary(config: dict, results: dict) -> dict:
                            "training_compute_tokens": train_tokens + sample_tokens})
             search[learned] = res["search"]
     rounds = {k: v for k, v in results.items() if k.startswith("round")}
+    reward_models = {name.removeprefix("eval_"): res["reward_models"] for name, res in results.items()
+                     if name.startswith("eval_") and "reward_models" in res}
     return {"name": config.get("name"), "seed": config.get("seed"), "task": config.get("task"),
             "model_params": init.get("params"), "skipped_data_lines": init.get("skipped_data_lines", 0),
-            "phases": phases, "search": search,
+            "phases": phases, "search": search, "reward_training": results.get("reward", {}).get("models", {}),
+            "reward_models": reward_models,
             "learning": [{"round": k, **{f: v[f] for f in ("samples", "sample_pass_rate", "problems_solved", "kept",
                                                           "sample_tokens", "train_tokens") if f in v}}
                          for k, v in rounds.items()]}
@@ -111,12 +114,44 @@ def _plot_learning(summary: dict, out: Path) -> bool:
     return True
 
 
+def reward_model_rows(metrics: dict[str, dict]) -> list[dict]:
+    """One flat row per reward model: AUROC, first-error F1 and best-of-N accuracy per N."""
+    rows = []
+    for name, m in metrics.items():
+        row = {"model": name, "auroc": m.get("auroc"), "first_error_f1": m.get("first_error_f1", "")}
+        row.update({f"best_of_{n}": acc for n, acc in m.get("best_of_n", {}).items()})
+        rows.append(row)
+    return rows
+
+
+def reward_section(metrics: dict[str, dict], title: str) -> str:
+    """HTML table of reward-model metrics (see `reward_model_rows`)."""
+    rows = reward_model_rows(metrics)
+    if not rows:
+        return ""
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    return f"<h2>{html.escape(title)}</h2>" + _table(rows, cols) + (
+        "<p>AUROC: how well the score separates verified from failed samples. First-error F1 (process models, "
+        "ProcessBench style): harmonic mean of the accuracy of locating the first wrong step in failed "
+        "solutions and of finding no wrong step in correct ones, against the task's gold step labels. "
+        "best_of_N: verifier accuracy of the sample the model ranks first among N (expected over draws).</p>")
+
+
 def _table(rows: list[dict], cols: list[str]) -> str:
     def fmt(v):
         return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def page(title: str, parts: list[str]) -> str:
+    """A self-contained HTML page."""
+    style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+             "text-align:right}th{background:#f3f3f3}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
 def write_report(run_dir: str | Path) -> dict:
@@ -145,6 +180,8 @@ def write_report(run_dir: str | Path) -> dict:
         "<h2>Search at test time</h2>",
         _table(search_rows, ["phase", "method", "n", "accuracy", "tokens_generated"]),
     ]
+    for phase, metrics in summary["reward_models"].items():
+        parts.append(reward_section(metrics, f"Reward models on the {phase} policy's samples"))
     if summary["learning"]:
         parts += ["<h2>Learning rounds</h2>",
                   _table(summary["learning"], ["round", "samples", "sample_pass_rate", "problems_solved", "kept",
@@ -153,10 +190,5 @@ def write_report(run_dir: str | Path) -> dict:
     if samples:
         parts.append("<h2>Samples</h2><ul>" + "".join(
             f'<li><a href="samples/{s.name}">{html.escape(s.name)}</a></li>' for s in samples) + "</ul>")
-    style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-             "text-align:right}th{background:#f3f3f3}img{max-width:100%}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ponder: {html.escape(str(summary['name']))}"
-            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
-    write_atomic(run_dir / "report.html", page)
+    write_atomic(run_dir / "report.html", page(f"ponder: {summary['name']}", parts))
     return summary

@@ -37,7 +37,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ponder.tasks.base import ANSWER_PREFIX, BaseTask, TaskError, labels_by_reference, stable_seed
+from ponder.tasks.base import ANSWER_PREFIX, BaseTask, TaskError, stable_seed
 from ponder.types import Problem
 
 OPS = ("+", "-", "*")
@@ -147,12 +147,19 @@ class Arithmetic(BaseTask):
         return "\n".join(self.trace(problem)) + "\n"
 
     def step_labels(self, problem: Problem, steps: Sequence[str]) -> list[float]:
-        """Labels against the trace of whichever strategy the solution follows (the one its steps
-        match longest), so a correct solution in either strategy is labelled correct."""
+        """Labels against whichever strategy the solution follows (the one its steps match longest).
+
+        The two column orders are one strategy: a column step is right if it matches that column's
+        step in either order (the operands read in either order, with the same sum and carry), so a
+        solution that switches order between columns is still right step by step."""
+        column = [[t.strip() for t in alts] for alts in zip(*(self.trace(problem, s) for s in ("column", "column_ba")))]
+        place = [[t.strip()] for t in self.trace(problem, "place")]
         best: list[float] = []
-        for style in STYLES:
-            labels = labels_by_reference(self.trace(problem, style), steps)
+        for reference in (column, place):
+            labels, ok = [], True
+            for i, step in enumerate(steps):
+                ok = ok and i < len(reference) and step.strip() in reference[i]
+                labels.append(1.0 if ok else 0.0)
             if sum(labels) > sum(best) or not best:
                 best = labels
         return best
-
