@@ -350,3 +350,11 @@ def test_long_batch_partner_does_not_shorten_completion(tiny_policy):
     assert batched[0][0].token_ids == alone.token_ids
     assert batched[0][0].finish == alone.finish
     assert len(batched[1][0].token_ids) <= tiny_policy.config.max_seq_len - (len(LONG) + 1)
+
+
+def test_prompts_with_different_room_share_a_batch(tiny_policy):
+    """A sample that reaches its own context limit waits in the batch without running past the model's
+    positions, while the others keep generating."""
+    out = tiny_policy.generate(["x" * 60] + ["y" * 10] * 4, Sampling(n=1, temperature=1.0, max_new_tokens=20, seed=0))
+    assert len(out[0][0].token_ids) <= tiny_policy.room("x" * 60) + 1
+    assert all(len(g[0].token_ids) <= 20 for g in out)

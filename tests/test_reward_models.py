@@ -219,3 +219,16 @@ def test_implicit_prm_learns_from_outcomes_only(tmp_path):
     prm.save(tmp_path / "implicit")
     back = ImplicitPRM.load(tmp_path / "implicit")
     assert back.step_scores([P], ["no\nok\n"])[0] == pytest.approx(bad_first, abs=1e-5)
+
+
+def test_expected_max_by_enumeration():
+    import itertools
+
+    from ponder.reward.overopt import expected_max
+
+    scores = [0.3, 0.9, 0.1, 0.5, 0.7]
+    for n in range(1, 6):
+        combos = list(itertools.combinations(scores, n))
+        assert expected_max(scores, n) == pytest.approx(sum(max(c) for c in combos) / len(combos))
+    with pytest.raises(ValueError, match="n must be in"):
+        expected_max(scores, 6)

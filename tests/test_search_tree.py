@@ -346,3 +346,104 @@ def test_budget_never_exceeded(kind, seed, tokens, encoded, calls, rewards):
                 assert r.score == max(TABLE[c.text] for c in r.candidates)
         else:  # else the best partial one: an unfinished prefix
             assert r.answer is None and (r.text == "" or P1.prompt + r.text in policy.script)
+
+
+# -- context length: no searcher asks for tokens after a prompt with no room ------------------------
+
+# y -> yy -> "A: 2" is the only way to an answer; x's answer step is longer than x leaves room for
+ROOMY = {"": [("x\n", 0.5), ("y\n", 0.5)], "x\n": [("A: 1\n", 1.0)], "y\n": [("yy\n", 1.0)],
+         "y\nyy\n": [("A: 2\n", 1.0)]}
+ROOMY_TABLE = {"x\n": 0.1, "y\n": 0.9, "x\nA: 1\n": 0.5, "y\nyy\n": 0.95, "y\nyy\nA: 2\n": 1.0}
+
+
+class Tight(Recording):
+    """The recording script policy with a context of `context` characters (prompt included): like
+    TinyPolicy, it refuses a prompt with no room and caps each sample by its prompt's own room."""
+
+    def __init__(self, spec: dict, context_after_prompt: int, seed: int = 0, problems=(P1, P2)) -> None:
+        super().__init__(spec, seed=seed, problems=problems)
+        self.context = len(P1.prompt) + context_after_prompt  # every problem's prompt has P1's length
+        self.batched: list[tuple[list[str], Sampling]] = []
+
+    def room(self, prompt: str) -> int:
+        return self.context - len(prompt)
+
+    def generate(self, prompts, sampling):
+        if any(self.room(p) < 1 for p in prompts):
+            raise ValueError("a prompt does not fit the context")
+        self.batched.append((list(prompts), sampling))
+        return [super(Tight, self).generate([p], Sampling(**{**sampling.__dict__, "max_new_tokens": min(
+            sampling.max_new_tokens, self.room(p))}))[0] for p in prompts]
+
+    def check_caps(self) -> None:
+        assert self.batched
+        for prompts, sampling in self.batched:
+            assert sampling.max_new_tokens == min(STEP.max_new_tokens if sampling.stop_at_step else 10**9,
+                                                  sampling.max_new_tokens, max(map(self.room, prompts)))
+            assert sampling.max_new_tokens <= max(map(self.room, prompts))
+
+
+def run_searcher(kind: str, policy, prm, budget=None, **kwargs):
+    if kind in ("beam", "lookahead"):
+        config = BeamConfig(width=2, expansions=4, lookahead=2 * (kind == "lookahead"), **kwargs)
+        return beam_search([P1, P2], policy, prm, TASK, config=config, sampling=STEP, budget=budget)
+    if kind == "dvts":
+        return dvts([P1, P2], policy, prm, TASK, config=DVTSConfig(width=2, expansions=4, **kwargs), sampling=STEP,
+                    budget=budget)
+    value = {"mcts": "prm"}.get(kind, kind)
+    results, trees = mcts([P1, P2], policy, prm if value != "rollout" else None, TASK, sampling=STEP, budget=budget,
+                          config=MCTSConfig(simulations=12, expansions=4, value=value, **kwargs),
+                          rollout_reward=prm if value != "prm" else None)
+    for tree in trees:  # a node without room is terminal and never expanded
+        for node in tree.nodes():
+            if policy.room(tree.problem.prompt + node.text) < 1:
+                assert node.terminal and not node.expanded
+    return results
+
+
+KINDS = ["beam", "lookahead", "dvts", "mcts", "rollout", "both"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_search_stops_where_the_context_is_full(kind):
+    # after y, yy fills the context exactly: a dead end without an answer; after x the answer is cut
+    policy, prm = Tight(ROOMY, context_after_prompt=len("y\nyy\n"), seed=3), Counting(ROOMY_TABLE)
+    results = run_searcher(kind, policy, prm)
+    policy.check_caps()
+    for r in results:
+        assert r.answer is None and r.candidates == ()
+        if kind in ("beam", "dvts"):
+            assert (r.text, r.score) == ("y\nyy\n", 0.95)  # the dead end is the best partial solution
+    assert all(P1.prompt + "y\nyy\n" not in prompts for prompts, _ in policy.batched)
+    check_costs(results, policy, prm)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_search_finds_an_answer_that_fills_the_context(kind):
+    policy, prm = Tight(ROOMY, context_after_prompt=len("y\nyy\nA: 2\n"), seed=3), Counting(ROOMY_TABLE)
+    results = run_searcher(kind, policy, prm)
+    policy.check_caps()
+    for r in results:
+        assert (r.text, r.answer) == ("y\nyy\nA: 2\n", "2")
+    check_costs(results, policy, prm)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_prompt_without_room_is_not_searched(kind):
+    policy, prm = Tight(ROOMY, context_after_prompt=0), Counting(ROOMY_TABLE)
+    results = run_searcher(kind, policy, prm)
+    assert policy.batched == []
+    assert [(r.text, r.answer, r.candidates) for r in results] == [("", None, ())] * 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(KINDS), seed=st.integers(0, 99), context=st.integers(1, 14), tokens=caps,
+       encoded=st.one_of(st.none(), st.integers(0, 400)), rewards=st.one_of(st.none(), st.integers(0, 30)))
+def test_budget_and_context_together(kind, seed, context, tokens, encoded, rewards):
+    budget = Budget(tokens_generated=tokens, tokens_encoded=encoded, reward_calls=rewards)
+    policy, prm = Tight(ROOMY, context_after_prompt=context, seed=seed), Counting(ROOMY_TABLE)
+    results = run_searcher(kind, policy, prm, budget=budget)
+    check_costs(results, policy, prm)
+    for r in results:
+        assert budget.allows(r.cost)
+        assert len(r.text) <= context

@@ -302,7 +302,7 @@ class TinyPolicy:
             cache.valid[:, cache.length] = True
             with self.autocast():
                 logits = self.model(nxt[:, None], next_pos[:, None], cache)[:, -1]
-            next_pos = next_pos + 1
+            next_pos = (next_pos + 1).clamp(max=cfg.max_seq_len - 1)  # rows past their cap wait for compaction
             calls += 1
         if pc is not None:
             to_prefix_cache(cache, rows, torch.ones(len(rows), dtype=torch.bool))

@@ -12,6 +12,7 @@ proxy's own mean score of what it chose (which keeps rising when gold accuracy d
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import replace
@@ -44,6 +45,18 @@ def train_proxies(policy, task: Task, data: RewardData, cfg: RewardConfig, *, me
     return proxies
 
 
+def expected_max(scores: Sequence[float], n: int) -> float:
+    """Expected maximum of `n` of `scores` drawn without replacement: what a best-of-n selector
+    believes it achieves. The j-th smallest (1-based) is the maximum with probability
+    C(j-1, n-1) / C(M, n)."""
+    m = len(scores)
+    if not 1 <= n <= m:
+        raise ValueError(f"n must be in [1, {m}], got {n}")
+    ordered = sorted(scores)
+    total = math.comb(m, n)
+    return sum(ordered[j - 1] * math.comb(j - 1, n - 1) for j in range(n, m + 1)) / total
+
+
 def overoptimization_curves(proxies: Sequence[RewardModel], task: Task, problems: Sequence[Problem],
                             groups: Sequence[Sequence[Sample]], ns: Sequence[int], *, uwo_coef: float = 1.0) -> dict:
     """Gold (verifier) accuracy of best-of-N by each selector at each N, plus the proxy's mean score of
@@ -54,8 +67,7 @@ def overoptimization_curves(proxies: Sequence[RewardModel], task: Task, problems
     for rule in RULES:
         combined = [ensemble_scores([m[i] for m in per_member], rule, uwo_coef) for i in range(len(problems))]
         curves[f"ensemble_{rule}"] = best_of_n_curve(combined, correct, ns)
-    # what the proxy believes it achieved: its own score of the sample it picks (expected over draws)
-    curves["proxy_belief"] = best_of_n_curve(per_member[0], per_member[0], ns)
+    curves["proxy_belief"] = {n: sum(expected_max(row, n) for row in per_member[0]) / len(problems) for n in ns}
     return {"ns": [int(n) for n in ns], "members": len(proxies),
             "curves": {k: [v[n] for n in ns] for k, v in curves.items()}}
 

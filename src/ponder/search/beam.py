@@ -7,6 +7,12 @@ process reward, and keeps the best. A child is finished when its step ended at E
 holds an answer (`task.extract_answer` is not None); a step cut at the token cap ("length") is a
 dead end and is dropped.
 
+Context length: a partial solution whose prompt leaves no room to generate (`policy.room(prompt)` < 1)
+is finished whatever its text: kept as a candidate if it holds an answer, else a dead end that is never
+expanded (nor rolled out by lookahead). A problem whose own prompt has no room is not searched at all.
+Each call's `max_new_tokens` is also capped by the largest room among its prompts, and the budget's
+worst case counts each problem's prompts at that lower cap.
+
 Budget rule (shared by every step-level searcher; the budget is per problem). Before each call the
 searcher bounds what the call can possibly report for a problem, `worst_case`:
   tokens_generated <= rows * max_new_tokens, policy_calls <= rows * (max_new_tokens + 1) (one forward
@@ -79,6 +85,17 @@ def check_budget(budget: Budget | None) -> None:
     if budget is not None and budget.flops is not None:
         raise ValueError("Budget.flops cannot be enforced by step-level search (a call's FLOPs are unknown "
                          "before it runs); cap tokens_generated, tokens_encoded or policy_calls instead")
+
+
+def room_cap(policy: Policy, prompts: Sequence[str], cap: int) -> int:
+    """`cap` lowered to the largest room among `prompts` (no sample of them can generate more); `cap`
+    itself when there are no prompts."""
+    return min(cap, max((policy.room(p) for p in prompts), default=cap))
+
+
+def has_room(policy: Policy, prompt: str) -> bool:
+    """Whether the policy can generate at least one token after `prompt`."""
+    return policy.room(prompt) >= 1
 
 
 def worst_case(prompts: Sequence[str], n: int, cap: int) -> Cost:
@@ -163,6 +180,8 @@ class Beam:
     value: float = 0.0
     group: int = 0
     finished: bool = False
+    dead: bool = False
+    """No answer and no room left in the context: never expanded again."""
 
 
 @dataclass
@@ -187,6 +206,9 @@ def run_step_search(problems: Sequence[Problem], policy: Policy, prm: ProcessRew
     with `split_first`, the first round's best `split_first` distinct children each start a group."""
     check_budget(budget)
     states = [_State(p, Ledger(budget), {0: [Beam("")] * width}, []) for p in problems]
+    for st in states:
+        if not has_room(policy, st.problem.prompt):  # nothing can be generated: no search at all
+            st.groups, st.done = {}, True
     seeds = seed_stream(sampling.seed)
     while True:
         wants = {i: sum(map(len, s.groups.values())) for i, s in enumerate(states)
@@ -196,7 +218,7 @@ def run_step_search(problems: Sequence[Problem], policy: Policy, prm: ProcessRew
 
         def need(i: int, k: int, cap: int) -> Cost:
             prompts = [states[i].problem.prompt + b.text for b in states[i].ranked()[:k]]
-            return worst_case(prompts, expansions, cap) + Cost(reward_calls=k * expansions)
+            return worst_case(prompts, expansions, room_cap(policy, prompts, cap)) + Cost(reward_calls=k * expansions)
 
         run, cap, last = plan_call([s.ledger for s in states], wants, need, sampling.max_new_tokens)
         for i in wants:
@@ -204,17 +226,20 @@ def run_step_search(problems: Sequence[Problem], policy: Policy, prm: ProcessRew
         batch = [(i, b) for i, k in run.items() for b in states[i].ranked()[:k]]
         if not batch:
             continue
+        prompts = [states[i].problem.prompt + b.text for i, b in batch]
         step = Sampling(n=expansions, temperature=sampling.temperature, top_p=sampling.top_p,
-                        max_new_tokens=cap, stop_at_step=True, seed=next(seeds))
-        groups = policy.generate([states[i].problem.prompt + b.text for i, b in batch], step)
+                        max_new_tokens=room_cap(policy, prompts, cap), stop_at_step=True, seed=next(seeds))
+        groups = policy.generate(prompts, step)
         children: dict[int, dict[str, Beam]] = {i: {} for i in run}
         for (i, parent), samples in zip(batch, groups):
             for s in samples:
                 states[i].ledger.add(s.cost)
                 text = parent.text + s.text
                 if s.finish != "length" and text not in children[i]:
-                    children[i][text] = Beam(text, parent.samples + (s,), group=parent.group,
-                                             finished=is_finished(task, text, s.finish))
+                    child = Beam(text, parent.samples + (s,), group=parent.group,
+                                 finished=is_finished(task, text, s.finish))
+                    child.dead = not child.finished and not has_room(policy, states[i].problem.prompt + text)
+                    children[i][text] = child
         kids = [(i, c) for i in run for c in children[i].values()]
         judged = _lookahead(states, policy, task, kids, lookahead, sampling, seeds) if lookahead else {}
         values, scored = prm_values(prm, how, [(states[i].problem, judged.get(id(c), c.text)) for i, c in kids])
@@ -230,7 +255,7 @@ def _select(st: _State, children: list[Beam], group_width: int, split_first: int
     """Finished children join the pool; each group keeps the live ones among its best `group_width`."""
     st.depth += 1
     st.finished += [c for c in children if c.finished]
-    for c in children:
+    for c in children:  # a dead end can still be the best partial solution
         if not c.finished and (st.partial is None or c.value > st.partial.value):
             st.partial = c
     ranked = sorted(children, key=lambda c: -c.value)
@@ -238,21 +263,22 @@ def _select(st: _State, children: list[Beam], group_width: int, split_first: int
         seeds = ranked[:split_first]
         for g, c in enumerate(seeds):
             c.group = g
-        st.groups = {c.group: [c] for c in seeds if not c.finished}
+        st.groups = {c.group: [c] for c in seeds if not (c.finished or c.dead)}
         return
     st.groups, taken = {}, {}
     for c in ranked:
         taken[c.group] = taken.get(c.group, 0) + 1
-        if taken[c.group] <= group_width and not c.finished:
+        if taken[c.group] <= group_width and not (c.finished or c.dead):
             st.groups.setdefault(c.group, []).append(c)
 
 
 def _lookahead(states: list[_State], policy: Policy, task: Task, kids: list[tuple[int, Beam]], k: int,
                sampling: Sampling, seeds: Iterator[int | None]) -> dict[int, str]:
     """Roll each live child out up to `k` more steps greedily; returns id(child) -> text to score.
-    Each step is one batched call; a child stops at a finished or cut step, or when out of budget."""
+    Each step is one batched call; a child stops at a finished or cut step, when its prompt has no
+    room left, or when out of budget."""
     texts = {id(c): c.text for _, c in kids if not c.finished}
-    rolling = [(i, c) for i, c in kids if not c.finished]
+    rolling = [(i, c) for i, c in kids if not (c.finished or c.dead)]
     pending = {i: sum(1 for j, _ in kids if j == i) for i, _ in kids}  # reward calls still to come
     for _ in range(k):
         by_problem: dict[int, list[Beam]] = {}
@@ -261,21 +287,23 @@ def _lookahead(states: list[_State], policy: Policy, task: Task, kids: list[tupl
 
         def need(i: int, n: int, cap: int, by_problem=by_problem) -> Cost:
             prompts = [states[i].problem.prompt + texts[id(c)] for c in by_problem[i][:n]]
-            return worst_case(prompts, 1, cap) + Cost(reward_calls=pending[i])
+            return worst_case(prompts, 1, room_cap(policy, prompts, cap)) + Cost(reward_calls=pending[i])
 
         run, cap, _ = plan_call([s.ledger for s in states], {i: len(v) for i, v in by_problem.items()}, need,
                                 sampling.max_new_tokens)
         batch = [(i, c) for i, n in run.items() for c in by_problem[i][:n]]
         if not batch:
             break
-        greedy = Sampling(n=1, temperature=0.0, max_new_tokens=cap, stop_at_step=True, seed=next(seeds))
-        out = policy.generate([states[i].problem.prompt + texts[id(c)] for i, c in batch], greedy)
+        prompts = [states[i].problem.prompt + texts[id(c)] for i, c in batch]
+        greedy = Sampling(n=1, temperature=0.0, max_new_tokens=room_cap(policy, prompts, cap), stop_at_step=True,
+                          seed=next(seeds))
+        out = policy.generate(prompts, greedy)
         rolling = []
         for (i, c), (s,) in zip(batch, out):
             states[i].ledger.add(s.cost)
             if s.finish != "length":
-                texts[id(c)] += s.text
-                if not is_finished(task, texts[id(c)], s.finish):
+                text = texts[id(c)] = texts[id(c)] + s.text
+                if not is_finished(task, text, s.finish) and has_room(policy, states[i].problem.prompt + text):
                     rolling.append((i, c))
     return texts
 

@@ -12,7 +12,10 @@ a rollout from it to the end scored by `rollout_reward`, or by a mix of both; ro
 batched call and their tokens count in the cost. A finished node (EOS or an answer) is terminal and
 valued by its outcome score, from `rollout_reward` when one is given and from the PRM's own `score`
 otherwise (never the task's verifier); nodes at `max_steps` and dead ends (no complete step at the
-full cap) are terminal too. Values are backed up as running means along the path. Budgets follow
+full cap) are terminal too, and so is a node whose prompt leaves no room in the policy's context
+(`policy.room` < 1; a root without room is never expanded). Each call's `max_new_tokens`, rollouts'
+included, is capped by the largest room among its prompts, and a step cut at its prompt's room counts
+as cut at the full cap. Values are backed up as running means along the path. Budgets follow
 beam.py's rule; a tree that cannot afford its next round stops.
 
 The answer is the most-visited path to a finished node: from the root, go to the most-visited child
@@ -26,7 +29,7 @@ pairs and per-step value targets for learners.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ponder.policy.base import Policy
@@ -35,10 +38,12 @@ from ponder.reward.model import PreferencePair, RewardExample
 from ponder.search.beam import (
     Ledger,
     check_budget,
+    has_room,
     is_finished,
     path_sample,
     plan_call,
     prm_values,
+    room_cap,
     seed_stream,
     worst_case,
 )
@@ -163,8 +168,10 @@ def _select_leaf(root: Node, c_puct: float, fpu: float | None) -> Node:
     return node
 
 
-def _expand(leaf: Node, samples: Sequence[Sample], task: Task, max_steps: int, full_cap: bool) -> None:
-    """Children of `leaf` from its sampled steps (cut steps dropped, equal steps merged)."""
+def _expand(leaf: Node, samples: Sequence[Sample], task: Task, max_steps: int, full_cap: bool,
+            room: Callable[[str], bool] = lambda text: True) -> None:
+    """Children of `leaf` from its sampled steps (cut steps dropped, equal steps merged); `room(text)`
+    says whether a child with that text can still be extended (else it is terminal)."""
     good = [s for s in samples if s.finish != "length"]
     if not good:
         leaf.terminal = full_cap  # a dead end, unless the cap was lowered by the budget
@@ -180,7 +187,7 @@ def _expand(leaf: Node, samples: Sequence[Sample], task: Task, max_steps: int, f
             text = leaf.text + s.text
             done = is_finished(task, text, s.finish)
             by_step[s.text] = Node(s.text, text, 0.0, leaf, leaf.samples + (s,), finished=done,
-                                   terminal=done or depth >= max_steps)
+                                   terminal=done or depth >= max_steps or not room(text))
     for (text, _), x in logp.items():
         by_step[text].prior += math.exp(x - top) / total
     leaf.children = sorted(by_step.values(), key=lambda c: -c.prior)
@@ -221,7 +228,7 @@ def mcts(problems: Sequence[Problem], policy: Policy, prm: ProcessReward | None,
     if judge is None:
         raise ValueError("mcts needs a prm or a rollout_reward to value finished solutions")
     temperature = sampling.temperature if config.temperature is None else config.temperature
-    trees = [Tree(p, Node("", "")) for p in problems]
+    trees = [Tree(p, Node("", "", terminal=not has_room(policy, p.prompt))) for p in problems]
     ledgers = [Ledger(budget) for _ in problems]
     finals: list[list[tuple[Sample, float]]] = [[] for _ in problems]  # finished rollouts and their scores
     seeds, cap0 = seed_stream(sampling.seed), sampling.max_new_tokens
@@ -240,7 +247,8 @@ def mcts(problems: Sequence[Problem], policy: Policy, prm: ProcessReward | None,
 
         def need(i: int, k: int, cap: int, prompt=prompt, reward_need=reward_need) -> Cost:
             roll = worst_case([prompt[i]], 1, 1) if use_roll else Cost()
-            return worst_case([prompt[i]] * k, config.expansions, cap) + roll + Cost(reward_calls=reward_need[i] * k)
+            steps = worst_case([prompt[i]] * k, config.expansions, room_cap(policy, [prompt[i]], cap))
+            return steps + roll + Cost(reward_calls=reward_need[i] * k)
 
         run, cap, last = plan_call(ledgers, {i: 1 for i in grow}, need, cap0)
         for i in grow:
@@ -250,11 +258,14 @@ def mcts(problems: Sequence[Problem], policy: Policy, prm: ProcessReward | None,
                 leaves.pop(i)
         order = sorted(run)
         if order:
-            step = Sampling(n=config.expansions, temperature=temperature, top_p=sampling.top_p, max_new_tokens=cap,
-                            stop_at_step=True, seed=next(seeds))
-            for i, samples in zip(order, policy.generate([prompt[i] for i in order], step)):
+            prompts = [prompt[i] for i in order]
+            step = Sampling(n=config.expansions, temperature=temperature, top_p=sampling.top_p,
+                            max_new_tokens=room_cap(policy, prompts, cap), stop_at_step=True, seed=next(seeds))
+            for i, samples in zip(order, policy.generate(prompts, step)):
                 ledgers[i].add(Cost.total(s.cost for s in samples))
-                _expand(grow[i], samples, task, config.max_steps, cap == cap0)
+                full = cap >= min(cap0, policy.room(prompt[i]))  # each sample had all the tokens it could
+                _expand(grow[i], samples, task, config.max_steps, full,
+                        lambda text, i=i: has_room(policy, trees[i].problem.prompt + text))
         w_roll = {"prm": 0.0, "rollout": 1.0, "both": config.mix}[config.value]
         values = {i: 0.0 for i in order}
         if use_prm and order:
@@ -284,12 +295,13 @@ def mcts(problems: Sequence[Problem], policy: Policy, prm: ProcessReward | None,
 def _rollouts(trees, ledgers, finals, policy, reward, task, order, grow, config, temperature, sampling, seed
               ) -> dict[int, float]:
     """Roll each expanded leaf out to the end in one call (cap: the step cap times the steps left,
-    lowered to the smallest allowance) and score the rollouts with `reward`."""
+    lowered to the smallest allowance and to the largest room) and score the rollouts with `reward`."""
     prompts = {i: trees[i].problem.prompt + grow[i].text for i in order}
     want = sampling.max_new_tokens * max(config.max_steps - len(grow[i].path()) + 1 for i in order)
-    cap = min(ledgers[i].most(want, lambda c, i=i: worst_case([prompts[i]], 1, c) + Cost(reward_calls=1))
+    cap = min(ledgers[i].most(want, lambda c, i=i: worst_case([prompts[i]], 1, room_cap(policy, [prompts[i]], c))
+                              + Cost(reward_calls=1))
               for i in order)
-    cap = max(cap, 1)  # the expansion's plan reserved one token for every rollout
+    cap = room_cap(policy, list(prompts.values()), max(cap, 1))  # the plan reserved one token for every rollout
     roll = Sampling(n=1, temperature=temperature, top_p=sampling.top_p, max_new_tokens=cap, seed=seed)
     out = [g[0] for g in policy.generate([prompts[i] for i in order], roll)]
     texts = [grow[i].text + s.text for i, s in zip(order, out)]
