@@ -20,6 +20,9 @@ TINY = [
     "expert_iteration.max_new_tokens=40", "expert_iteration.sft.steps=10", "expert_iteration.sft.batch_size=16",
     "reward.problems=30", "reward.samples=2", "reward.rollouts=2", "reward.max_new_tokens=40", "reward.train.steps=10",
     "reward.train.batch_size=16",
+    'search.methods=["greedy","majority","weighted_vote","best_of_n","beam","mcts"]', "search.problems=8",
+    "search.majority=[1,2]", "search.weighted_vote=[2]", "search.best_of_n=[1,2]", "search.beam=[1,2]",
+    "search.mcts=[2,4]", "search.max_new_tokens=40", "search.difficulty_samples=2", "search.difficulty_bins=2",
 ]
 
 
@@ -38,12 +41,22 @@ def test_run_writes_a_complete_run_directory_and_is_deterministic(tmp_path, caps
     run = tmp_path / "a"
     for f in ("config.toml", "config.json", "metrics.jsonl", "state.json", "summary.json", "report.html",
               "plots/training.png", "plots/search.png", "plots/learning.png", "samples/eval_init.jsonl",
-              "checkpoints/init/model.safetensors", "checkpoints/round1/model.safetensors"):
+              "checkpoints/init/model.safetensors", "checkpoints/round1/model.safetensors", "plots/scaling.png",
+              "reward/prm/model.safetensors", "reward/orm/model.safetensors"):
         assert (run / f).is_file(), f
     summary = json.loads((run / "summary.json").read_text())
     assert [p["phase"] for p in summary["phases"]] == ["init", "round1"]
     methods = {(r["method"], r["n"]) for r in summary["search"]["init"]}
-    assert methods == {("oracle", 1), ("oracle", 4), ("majority", 1), ("majority", 4)}
+    assert methods == {(m, n) for m in ("oracle", "majority", "prm", "prm_vote", "orm", "orm_vote") for n in (1, 4)}
+    assert set(summary["reward_models"]["init"]) == {"prm", "orm"}
+    assert "first_error_f1" in summary["reward_models"]["init"]["prm"]
+    scaling = summary["search_scaling"]
+    points = {(r["method"], r["size"]) for r in scaling["rows"]}
+    assert points == {("greedy", 1), ("majority", 1), ("majority", 2), ("weighted_vote", 2), ("best_of_n", 1),
+                      ("best_of_n", 2), ("beam", 1), ("beam", 2), ("mcts", 2), ("mcts", 4)}
+    for r in scaling["rows"]:
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["tokens_generated"] > 0
+    assert all(c["tokens_generated"] <= c["budget"] + 1e-9 for c in scaling["compute_optimal"])
     for rows in summary["search"].values():
         by = {(r["method"], r["n"]): r for r in rows}
         assert by["oracle", 4]["accuracy"] >= by["oracle", 1]["accuracy"]  # pass@4 >= pass@1 on the same samples
@@ -69,14 +82,14 @@ def test_resume_after_a_crash_gives_the_same_summary(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         _run(tmp_path, "crashed")
     state = json.loads((tmp_path / "crashed" / "state.json").read_text())
-    assert state["done"] == ["init", "reward", "eval_init"]
+    assert state["done"] == ["init", "reward", "eval_init", "search"]
     monkeypatch.setattr(loop, "train_round", real_round)
     assert main(["run", "--quiet", "--resume", str(tmp_path / "crashed")]) == 0
     assert json.loads((tmp_path / "crashed" / "summary.json").read_text()) == expected
     # the metrics log holds each phase's lines once
     metrics = [json.loads(line) for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
     done_events = [m["phase"] for m in metrics if m.get("event") == "phase_done"]
-    assert done_events == ["init", "reward", "eval_init", "round1", "eval_round1"]
+    assert done_events == ["init", "reward", "eval_init", "search", "round1", "eval_round1"]
 
 
 def test_unknown_recipe_key_is_one_clear_line(tmp_path, capsys):

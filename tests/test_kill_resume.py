@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 NAME = "killed"
-PHASES = ["init", "reward", "eval_init", "round1", "eval_round1"]
+PHASES = ["init", "reward", "eval_init", "search", "round1", "eval_round1"]
 # TINY, with windows wide enough to land a kill in: ~250 init SFT steps (several seconds), 200 held-out
 # problems x (greedy + 8 samples) per evaluation, and a learning round that always trains its 150 steps
 # (epochs = 0) on whatever it kept (the init policy verifies a few samples, so it keeps some), and reward
@@ -210,7 +210,7 @@ KILL_POINTS = {
                         lambda run: _has_loss_line(run, "reward_prm"), ["init"]),
     "eval_sampling": ("the evaluation of the initialized policy", _in_eval_init, ["init", "reward"]),
     "learning_round": ("a metrics line of the learning round", lambda run: lambda: any(
-        m.get("phase") == "round1" for m in _metrics(run)), ["init", "reward", "eval_init"]),
+        m.get("phase") == "round1" for m in _metrics(run)), ["init", "reward", "eval_init", "search"]),
 }
 
 

@@ -276,7 +276,7 @@ def test_compute_optimal_is_the_best_feasible_choice(data, n, bins, options):
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    ({"methods": ()}, "methods"), ({"methods": ("beam", "beam")}, "methods"), ({"methods": ("oracle",)}, "methods"),
+    ({"methods": ("beam", "beam")}, "methods"), ({"methods": ("oracle",)}, "methods"),
     ({"best_of_n": ()}, "best_of_n"), ({"beam": (4, 2)}, "beam"), ({"mcts": (0, 4)}, "mcts"),
     ({"majority": (1, 1)}, "majority"), ({"dvts": (2.5,)}, "dvts"), ({"problems": 0}, "problems"),
     ({"temperature": 0.0}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"max_new_tokens": 0}, "max_new_tokens"),

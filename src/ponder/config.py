@@ -22,6 +22,7 @@ from ponder.learn.expert_iteration import ExpertIterationConfig
 from ponder.learn.sft import SFTConfig
 from ponder.policy.transformer import ModelConfig
 from ponder.reward.pipeline import RewardConfig
+from ponder.search.scaling import SearchConfig
 from ponder.tasks import TASKS
 from ponder.tasks.base import TaskError
 
@@ -113,6 +114,9 @@ class RunConfig:
     """Evaluation settings, used after initialization and after every learning round."""
     reward: RewardConfig = RewardConfig()
     """Reward models trained on the initialized policy's samples, used by search and evaluation."""
+    search: SearchConfig = SearchConfig(methods=())
+    """Test-time scaling sweep of the initialized policy (after eval_init): every method at each size,
+    accuracy against compute. Empty `methods`: no sweep."""
     expert_iteration: ExpertIterationConfig = ExpertIterationConfig()
     """Learning from search: sample, keep verified solutions, SFT on them, repeat."""
 
@@ -121,6 +125,9 @@ class RunConfig:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ValueError(f"name must be a plain directory name, got {self.name!r}")
+        if self.search.methods and "prm" not in self.reward.models:
+            raise ValueError("search.methods needs a process reward model to guide and score them: add \"prm\" "
+                             "to reward.models")
 
     def task_config(self):
         """The chosen task's own config object (validated when the recipe was loaded)."""

@@ -23,6 +23,7 @@ from ponder.policy.tiny import TinyPolicy
 from ponder.reward.pipeline import RewardData, collect, evaluate_reward_models, load_model, train_models
 from ponder.reward.verifier import VerifierReward
 from ponder.runs import Run
+from ponder.search.scaling import compute_optimal, estimate_difficulty, sweep
 from ponder.tasks import make_task
 from ponder.tasks.base import Task, stable_seed
 
@@ -31,6 +32,7 @@ SAMPLES_SAVED = 50  # problems per evaluation whose completions go to samples/<p
 
 def phase_names(cfg: RunConfig) -> list[str]:
     names = ["init"] + (["reward"] if cfg.reward.models else []) + ["eval_init"]
+    names += ["search"] if cfg.search.methods else []
     for r in range(1, cfg.expert_iteration.rounds + 1):
         names += [f"round{r}", f"eval_round{r}"]
     return names
@@ -60,6 +62,22 @@ def _reward_phase(run: Run, cfg: RunConfig, policy, task, progress: bool, echo) 
                          progress=progress)
     return {"models": stats, "solutions": len(data.texts), "verified": sum(data.outcomes),
             "label_cost": data.cost.as_dict()}
+
+
+def _search_phase(run: Run, cfg: RunConfig, policy, task, progress: bool) -> dict:
+    """The test-time scaling sweep of the current policy, guided by the run's PRM, and the
+    compute-optimal curve over difficulty bins."""
+    sc = cfg.search
+    problems = task.problems("test", sc.problems, cfg.seed)
+    prm = load_model(reward_dir(run) / "prm")
+    seed = stable_seed(cfg.seed, "search")
+    rows = sweep(problems, policy, prm, task, sc, seed=seed, progress=progress)
+    difficulty = estimate_difficulty(problems, policy, task, sc.difficulty_samples, sc.temperature,
+                                     stable_seed(seed, "difficulty"), top_p=sc.top_p, max_new_tokens=sc.max_new_tokens)
+    optimal = compute_optimal(rows, difficulty, sc.difficulty_bins, holdout=sc.holdout)
+    table = [{k: v for k, v in r.items() if not k.startswith("per_problem")} for r in rows]
+    run.log({"phase": "search", "step": 0, **{f"{r['method']}@{r['size']}": r["accuracy"] for r in rows}})
+    return {"rows": table, "compute_optimal": optimal, "problems": len(problems)}
 
 
 def _eval_phase(run: Run, cfg: RunConfig, policy, task, problems, phase: str, progress: bool) -> dict:
@@ -135,6 +153,11 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
                       "skipped_data_lines": getattr(task, "skipped_lines", 0)}
         elif phase == "reward":
             result = _reward_phase(run, cfg, policy, task, progress, echo)
+        elif phase == "search":
+            result = _search_phase(run, cfg, policy, task, progress)
+            best = max(result["rows"], key=lambda r: r["accuracy"])
+            echo(f"[search] {len(result['rows'])} method x size points; best {best['method']}@{best['size']} "
+                 f"{best['accuracy']:.1%}")
         elif phase.startswith("eval_"):
             result = _eval_phase(run, cfg, policy, task, test_problems, phase, progress)
             echo(f"[{phase}] greedy accuracy {result['greedy_accuracy']:.1%}")

@@ -41,7 +41,7 @@ def build_summary(config: dict, results: dict) -> dict:
     return {"name": config.get("name"), "seed": config.get("seed"), "task": config.get("task"),
             "model_params": init.get("params"), "skipped_data_lines": init.get("skipped_data_lines", 0),
             "phases": phases, "search": search, "reward_training": results.get("reward", {}).get("models", {}),
-            "reward_models": reward_models,
+            "reward_models": reward_models, "search_scaling": results.get("search", {}),
             "learning": [{"round": k, **{f: v[f] for f in ("samples", "sample_pass_rate", "problems_solved", "kept",
                                                           "sample_tokens", "train_tokens") if f in v}}
                          for k, v in rounds.items()]}
@@ -180,6 +180,17 @@ def write_report(run_dir: str | Path) -> dict:
         "<h2>Search at test time</h2>",
         _table(search_rows, ["phase", "method", "n", "accuracy", "tokens_generated"]),
     ]
+    scaling = summary["search_scaling"]
+    if scaling:
+        from ponder.search.scaling import plot_scaling
+
+        if plot_scaling(scaling["rows"] + scaling.get("compute_optimal", []), plots / "scaling.png"):
+            made.append("scaling.png")
+        parts += [f"<h2>Test-time scaling ({scaling['problems']} held-out problems, means per problem)</h2>",
+                  _table(scaling["rows"], ["method", "size", "accuracy", "tokens_generated", "tokens_encoded",
+                                           "encode_ratio", "reward_calls", "flops"]),
+                  "<h3>Compute-optimal: the best method per difficulty bin at each budget</h3>",
+                  _table(scaling.get("compute_optimal", []), ["budget", "tokens_generated", "accuracy", "choice"])]
     for phase, metrics in summary["reward_models"].items():
         parts.append(reward_section(metrics, f"Reward models on the {phase} policy's samples"))
     if summary["learning"]:

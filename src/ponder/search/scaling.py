@@ -153,8 +153,8 @@ class SearchConfig:
     """Compute-optimal: choose per bin on half the problems and score on the other half."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.methods, tuple) or not self.methods or len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"SearchConfig.methods must be a non-empty tuple without repeats, got {self.methods!r}")
+        if not isinstance(self.methods, tuple) or len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"SearchConfig.methods must be a tuple without repeats, got {self.methods!r}")
         for m in self.methods:
             if m not in METHODS:
                 raise ValueError(f"SearchConfig.methods: unknown method {m!r} (allowed: {', '.join(METHODS)})")
