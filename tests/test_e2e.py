@@ -66,6 +66,17 @@ def test_run_writes_a_complete_run_directory_and_is_deterministic(tmp_path, caps
     # the resolved config re-runs to the same numbers
     assert main(["run", "--quiet", str(run / "config.toml"), "--runs-dir", str(tmp_path), "--name", "b"]) == 0
     assert json.loads((tmp_path / "b" / "summary.json").read_text()) == summary
+    # `ponder search` sweeps another checkpoint into the same report
+    sweep = ["search", "--quiet", str(run), "--checkpoint", "round1", "--set", "search.problems=4",
+             "--set", 'search.methods=["greedy","beam","dvts"]', "--set", "search.beam=[1,2]", "--set", "search.dvts=[2]"]
+    assert main(sweep) == 0
+    saved = json.loads((run / "search" / "round1.json").read_text())
+    assert [(r["method"], r["size"]) for r in saved["rows"]] == [("greedy", 1), ("beam", 1), ("beam", 2), ("dvts", 2)]
+    assert (run / "plots" / "scaling_round1.png").is_file()
+    assert "checkpoint round1" in (run / "report.html").read_text()
+    assert main(["search", str(run), "--set", "model.n_layer=3"]) == 2
+    assert main(["search", str(run), "--checkpoint", "round7"]) == 2
+    assert "no checkpoint 'round7'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ponder.cli_reward import add_parser as add_reward_parser
 
     add_reward_parser(sub)
+    from ponder.cli_search import add_parser as add_search_parser
+
+    add_search_parser(sub)
     return p
 
 

@@ -38,12 +38,13 @@ def phase_names(cfg: RunConfig) -> list[str]:
     return names
 
 
-def reward_dir(run: Run) -> Path:
-    return run.path / "reward"
+def reward_dir(run_path: Path) -> Path:
+    """Where a run keeps its trained reward models, one directory each."""
+    return Path(run_path) / "reward"
 
 
 def _load_rewards(run: Run, cfg: RunConfig) -> dict:
-    return {name: load_model(reward_dir(run) / name) for name in cfg.reward.models}
+    return {name: load_model(reward_dir(run.path) / name) for name in cfg.reward.models}
 
 
 def _reward_phase(run: Run, cfg: RunConfig, policy, task, progress: bool, echo) -> dict:
@@ -58,7 +59,7 @@ def _reward_phase(run: Run, cfg: RunConfig, policy, task, progress: bool, echo) 
         data = RewardData.from_json(saved, {})
     echo(f"[reward] {len(data.texts)} solutions labelled ({cfg.reward.labels}, "
          f"{sum(data.outcomes) / max(len(data.outcomes), 1):.1%} verified); training {', '.join(cfg.reward.models)}")
-    stats = train_models(policy, task, data, cfg.reward, seed=seed, out_dir=reward_dir(run), log=run.log,
+    stats = train_models(policy, task, data, cfg.reward, seed=seed, out_dir=reward_dir(run.path), log=run.log,
                          progress=progress)
     return {"models": stats, "solutions": len(data.texts), "verified": sum(data.outcomes),
             "label_cost": data.cost.as_dict()}
@@ -69,7 +70,7 @@ def _search_phase(run: Run, cfg: RunConfig, policy, task, progress: bool) -> dic
     compute-optimal curve over difficulty bins."""
     sc = cfg.search
     problems = task.problems("test", sc.problems, cfg.seed)
-    prm = load_model(reward_dir(run) / "prm")
+    prm = load_model(reward_dir(run.path) / "prm")
     seed = stable_seed(cfg.seed, "search")
     rows = sweep(problems, policy, prm, task, sc, seed=seed, progress=progress)
     difficulty = estimate_difficulty(problems, policy, task, sc.difficulty_samples, sc.temperature,

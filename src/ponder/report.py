@@ -191,6 +191,16 @@ def write_report(run_dir: str | Path) -> dict:
                                            "encode_ratio", "reward_calls", "flops"]),
                   "<h3>Compute-optimal: the best method per difficulty bin at each budget</h3>",
                   _table(scaling.get("compute_optimal", []), ["budget", "tokens_generated", "accuracy", "choice"])]
+    for extra in sorted((run_dir / "search").glob("*.json")) if (run_dir / "search").is_dir() else []:
+        res = json.loads(extra.read_text())
+        ck = res["checkpoint"]
+        title = f"Test-time scaling of checkpoint {html.escape(ck)} (<code>ponder search</code>, {res['problems']} problems)"
+        parts += [f"<h2>{title}</h2>",
+                  _table(res["rows"], ["method", "size", "accuracy", "tokens_generated", "tokens_encoded",
+                                       "encode_ratio", "reward_calls", "flops"]),
+                  _table(res.get("compute_optimal", []), ["budget", "tokens_generated", "accuracy", "choice"])]
+        if (plots / f"scaling_{ck}.png").is_file():
+            parts.append(f'<img src="plots/scaling_{html.escape(ck)}.png" alt="scaling {html.escape(ck)}">')
     for phase, metrics in summary["reward_models"].items():
         parts.append(reward_section(metrics, f"Reward models on the {phase} policy's samples"))
     if summary["learning"]:

@@ -77,7 +77,7 @@ class RewardModel(nn.Module):
     """A transformer body plus a scalar head, behind the OutcomeReward / ProcessReward protocols."""
 
     def __init__(self, model_config: ModelConfig, *, tokenizer: CharTokenizer | None = None, kind: str = "process",
-                 aggregation: str = "min", seed: int = 0, batch_size: int = 256) -> None:
+                 aggregation: str = "min", seed: int = 0, batch_size: int = 256, likelihood: bool = False) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"reward model kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -92,14 +92,18 @@ class RewardModel(nn.Module):
             self.head = nn.Linear(model_config.d_model, 1)
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
+        self.likelihood = likelihood
+        if likelihood:  # weight of the solution's log-likelihood so far, read through the tied LM head
+            self.likelihood_scale = nn.Parameter(torch.tensor(0.1))
         self.calls = 0
         self.train(False)
 
     @classmethod
-    def from_policy(cls, policy, *, kind: str = "process", aggregation: str = "min", batch_size: int = 256
-                    ) -> RewardModel:
+    def from_policy(cls, policy, *, kind: str = "process", aggregation: str = "min", batch_size: int = 256,
+                    likelihood: bool = False) -> RewardModel:
         """A reward model whose body starts as a copy of a built-in policy's transformer."""
-        rm = cls(policy.config, tokenizer=policy.tokenizer, kind=kind, aggregation=aggregation, batch_size=batch_size)
+        rm = cls(policy.config, tokenizer=policy.tokenizer, kind=kind, aggregation=aggregation, batch_size=batch_size,
+                 likelihood=likelihood)
         rm.body.load_state_dict(copy.deepcopy(policy.model.state_dict()))
         return rm
 
@@ -127,7 +131,18 @@ class RewardModel(nn.Module):
         batch = torch.full((len(rows), T), tok.pad_id, dtype=torch.long)
         for b, r in enumerate(rows):
             batch[b, : len(r)] = torch.tensor(r)
-        values = self.head(self.body.hidden(batch)).squeeze(-1)  # (B, T)
+        hidden = self.body.hidden(batch)
+        values = self.head(hidden).squeeze(-1)  # (B, T)
+        if self.likelihood:
+            # log-probability of each token under the body's language-model head, summed from the first
+            # solution token: the model's own surprise at the solution so far, added to the head's logit
+            logp = torch.log_softmax(F.linear(hidden[:, :-1], self.body.embed.weight).float(), -1)
+            logp = logp.gather(-1, batch[:, 1:, None]).squeeze(-1)  # (B, T-1): token t+1 given the prefix
+            starts = torch.tensor([len(r) - len(t) for r, t in zip(rows, texts)])[:, None]  # first solution token
+            cols = torch.arange(1, T)[None, :]
+            logp = torch.where(cols >= starts, logp, torch.zeros_like(logp))
+            cum = torch.cat([logp.new_zeros(len(rows), 1), logp.cumsum(-1)], dim=1)  # (B, T)
+            values = values + self.likelihood_scale * cum
         return [values[b, spots[b]] for b in range(len(rows))]
 
     @torch.no_grad()
@@ -171,6 +186,7 @@ class RewardModel(nn.Module):
         save_file(state, str(tmp))
         tmp.replace(path / "model.safetensors")
         meta = {"format": "ponder-reward/1", "kind": self.kind, "aggregation": self.aggregation,
+                "likelihood": self.likelihood,
                 "model": self.config.to_dict(), "tokenizer": self.tokenizer.to_dict()}
         tmp = path / "config.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2))
@@ -187,7 +203,8 @@ class RewardModel(nn.Module):
             if meta.get("format") != "ponder-reward/1":
                 raise ValueError(f"format is {meta.get('format')!r}, expected 'ponder-reward/1'")
             rm = cls(ModelConfig(**meta["model"]), tokenizer=CharTokenizer.from_dict(meta["tokenizer"]),
-                     kind=meta["kind"], aggregation=aggregation or meta["aggregation"], batch_size=batch_size)
+                     kind=meta["kind"], aggregation=aggregation or meta["aggregation"], batch_size=batch_size,
+                     likelihood=bool(meta.get("likelihood", False)))
         except (ValueError, KeyError, TypeError) as e:
             raise RewardModelLoadError(f"{cfg_file}: {e}") from None
         try:
