@@ -232,3 +232,17 @@ def test_expected_max_by_enumeration():
         assert expected_max(scores, n) == pytest.approx(sum(max(c) for c in combos) / len(combos))
     with pytest.raises(ValueError, match="n must be in"):
         expected_max(scores, 6)
+
+
+def test_likelihood_feature_is_the_policys_log_likelihood_so_far():
+    """With a zero head, a likelihood reward model's logit at each step end is scale x the policy's
+    summed log-probability of the solution up to that step."""
+    policy = make_tiny_policy(7)
+    rm = RewardModel.from_policy(policy, kind="process", likelihood=True)
+    text = "ab\ncd\n"
+    logits = rm.logits([P.prompt], [text])[0]
+    lp, _ = policy.logprobs([P.prompt], [text], eos=False)
+    scale = rm.likelihood_scale.item()
+    assert logits.tolist() == pytest.approx([scale * lp[0, :3].sum().item(), scale * lp[0, :6].sum().item()], abs=1e-4)
+    short = rm.logits([P.prompt, P.prompt], ["a\n", text])  # padding and batch neighbours change nothing
+    assert short[1].tolist() == pytest.approx(logits.tolist(), abs=1e-4)

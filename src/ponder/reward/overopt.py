@@ -38,7 +38,7 @@ def train_proxies(policy, task: Task, data: RewardData, cfg: RewardConfig, *, me
     for m in range(members):
         rng = random.Random(stable_seed(seed, "bootstrap", m))
         sample = [examples[rng.randrange(len(examples))] for _ in examples] if members > 1 else examples
-        rm = RewardModel.from_policy(policy, kind="process", aggregation=cfg.aggregation)
+        rm = RewardModel.from_policy(policy, kind="process", aggregation=cfg.aggregation, likelihood=cfg.likelihood)
         train_reward_model(rm, sample, cfg.train, seed=stable_seed(seed, "proxy", m), phase=f"proxy{m}",
                            progress=progress)
         proxies.append(rm)

@@ -55,6 +55,9 @@ class RewardConfig:
     """How a PRM's step scores make one score: last, min, product, mean."""
     beta: float = 0.1
     """Implicit PRM: scale of the log-likelihood ratio."""
+    likelihood: bool = False
+    """PRM and ORM: add the body's own log-likelihood of the solution so far (a learned multiple of it)
+    to the head's logit, so the model starts from the policy's confidence and learns what to add."""
     train: SFTConfig = SFTConfig(steps=300, batch_size=64, lr=1e-3, warmup=20)
     """Optimisation of every reward model."""
 
@@ -145,7 +148,8 @@ def train_models(policy, task: Task, data: RewardData, cfg: RewardConfig, *, see
                                     progress=progress)
         else:
             kind = {"prm": "process", "orm": "outcome", "preference": "preference"}[name]
-            model = RewardModel.from_policy(policy, kind=kind, aggregation=cfg.aggregation)
+            model = RewardModel.from_policy(policy, kind=kind, aggregation=cfg.aggregation,
+                                            likelihood=cfg.likelihood)
             if name == "preference":
                 train_data = preference_pairs(data, seed=model_seed)
                 if not train_data:
