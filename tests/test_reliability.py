@@ -22,7 +22,8 @@ def _tiny_run(runs_dir, *extra: str) -> list[str]:
             "init.sft.steps=3", "eval.problems=5", "eval.n=[1,2]", "eval.max_new_tokens=20",
             "expert_iteration.problems=5", "expert_iteration.max_new_tokens=20", "reward.problems=5",
             "reward.samples=2", "reward.rollouts=1", "reward.max_new_tokens=20", "reward.train.steps=3",
-            "reward.train.batch_size=4"]
+            "reward.train.batch_size=4", 'search.methods=["greedy","beam"]', "search.problems=3", "search.beam=[1]",
+            "search.max_new_tokens=20", "search.difficulty_samples=2", "search.difficulty_bins=1"]
     return ["run", "--quiet", "--runs-dir", str(runs_dir), "--name", "x"] + [
         a for s in sets for a in ("--set", s)] + list(extra)
 
@@ -109,7 +110,7 @@ def test_cli_reports_divergence_and_keeps_the_last_good_checkpoint(tmp_path, cap
     assert "checkpoints/init" in err
     assert (tmp_path / "x" / "checkpoints" / "init" / "model.safetensors").is_file()
     state = json.loads((tmp_path / "x" / "state.json").read_text())
-    assert state["done"] == ["init", "reward", "eval_init"]
+    assert state["done"] == ["init", "reward", "eval_init", "search"]
     monkeypatch.setattr(loop, "train_round", real)
     assert main(["run", "--quiet", "--resume", str(tmp_path / "x")]) == 0
     assert json.loads((tmp_path / "x" / "state.json").read_text())["done"][-1] == "eval_round2"
@@ -134,7 +135,8 @@ JSONL_RUN = ["--set", "model.n_layer=1", "--set", "model.d_model=32", "--set", "
              "--set", "init.demos=20", "--set", "init.sft.steps=2", "--set", "eval.problems=4",
              "--set", "eval.n=[1,2]", "--set", "eval.max_new_tokens=8", "--set", "expert_iteration.rounds=1",
              "--set", "expert_iteration.problems=4", "--set", "expert_iteration.max_new_tokens=8",
-             "--set", "reward.problems=4", "--set", "reward.max_new_tokens=8", "--set", "reward.train.steps=2"]
+             "--set", "reward.problems=4", "--set", "reward.max_new_tokens=8", "--set", "reward.train.steps=2",
+             "--set", "search.methods=[]"]
 
 
 def test_bad_data_line_is_rejected_before_any_work(tmp_path, capsys):
