@@ -13,7 +13,7 @@ from ponder.reward.model import RewardModel
 
 TINY_REWARD = ["task.digits=1", "model.n_layer=1", "model.d_model=32", "model.max_seq_len=32", "eval.problems=6",
                "eval.max_new_tokens=20", "reward.problems=8", "reward.samples=4", "reward.rollouts=2",
-               "reward.max_new_tokens=20", "reward.train.steps=4", "reward.train.batch_size=4"]
+               "reward.max_new_tokens=20", "reward.train.steps=4", "reward.train.batch_size=4", "search.methods=[]"]
 
 
 def _sets(extra=()):
@@ -79,3 +79,18 @@ def test_reward_user_errors_are_one_line(tmp_path, policy_dir, capsys):
     assert main(["reward", "train", "--policy", str(policy_dir), "--out", str(tmp_path / "o"),
                  *_sets(["reward.labels=magic"])]) == 2
     assert "labels must be one of" in capsys.readouterr().err
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"prompt": "Q: 1+2\\n", "chosen": "A: 3\\n", "rejected": "A: 4\\n"}\nnot json\n')
+    assert main(["reward", "train", "--policy", str(policy_dir), "--out", str(tmp_path / "p"),
+                 *_sets(['reward.models=["preference"]', f"reward.pairs_file='{bad}'"])]) == 2
+    assert f"{bad}:2" in capsys.readouterr().err
+
+
+def test_preference_model_from_a_pairs_file(tmp_path, policy_dir):
+    pairs = tmp_path / "pairs.jsonl"
+    lines = [{"prompt": f"Q: {i}+1\n", "chosen": f"A: {i + 1}\n", "rejected": "A: 0\n"} for i in range(1, 6)]
+    pairs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "pm"
+    assert main(["reward", "train", "--quiet", "--policy", str(policy_dir), "--out", str(out),
+                 *_sets(['reward.models=["preference"]', f"reward.pairs_file='{pairs}'"])]) == 0
+    assert RewardModel.load(out / "preference").kind == "preference"

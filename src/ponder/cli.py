@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ponder.config import RECIPE_DIR, ConfigError, load_recipe, to_dict, to_toml
+from ponder.learn.dpo import PairsFileError
 from ponder.learn.sft import TrainingDiverged
 from ponder.policy.tiny import PolicyLoadError
 from ponder.reward.model import RewardModelLoadError
@@ -20,7 +21,7 @@ from ponder.signals import Interrupted, install_handlers
 from ponder.tasks import TASKS, make_task
 from ponder.tasks.base import TaskError
 
-USER_ERRORS = (ConfigError, RunDirError, TaskError, PolicyLoadError, RewardModelLoadError)
+USER_ERRORS = (ConfigError, RunDirError, TaskError, PolicyLoadError, RewardModelLoadError, PairsFileError)
 
 
 def _results_table(summary: dict) -> str:

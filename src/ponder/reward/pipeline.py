@@ -55,6 +55,9 @@ class RewardConfig:
     """How a PRM's step scores make one score: last, min, product, mean."""
     beta: float = 0.1
     """Implicit PRM: scale of the log-likelihood ratio."""
+    pairs_file: str = ""
+    """Preference model: train on {"prompt", "chosen", "rejected"} lines of this JSONL file instead of
+    (verified, failed) pairs of the sampled solutions."""
     likelihood: bool = False
     """PRM and ORM: add the body's own log-likelihood of the solution so far (a learned multiple of it)
     to the head's logit, so the model starts from the policy's confidence and learns what to add."""
@@ -151,7 +154,12 @@ def train_models(policy, task: Task, data: RewardData, cfg: RewardConfig, *, see
             model = RewardModel.from_policy(policy, kind=kind, aggregation=cfg.aggregation,
                                             likelihood=cfg.likelihood)
             if name == "preference":
-                train_data = preference_pairs(data, seed=model_seed)
+                if cfg.pairs_file:
+                    from ponder.learn.dpo import load_pairs_jsonl  # the learners' reader: one JSONL format
+
+                    train_data = load_pairs_jsonl(cfg.pairs_file)
+                else:
+                    train_data = preference_pairs(data, seed=model_seed)
                 if not train_data:
                     raise ValueError("preference reward model: no problem has both a verified and a failed solution")
             else:
