@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ponder.cli_search import add_parser as add_search_parser
 
     add_search_parser(sub)
+    from ponder.cli_compare import add_parser as add_compare_parser
+
+    add_compare_parser(sub)
     return p
 
 
