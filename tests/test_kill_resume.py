@@ -239,10 +239,11 @@ def test_sigkill_between_mid_phase_checkpoints_then_resume(tmp_path, started, un
     _assert_same_as_uninterrupted(run, uninterrupted)
 
 
-def test_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path, started, uninterrupted):
+@pytest.mark.parametrize("phase, done", [("init", []), ("reward_prm", ["init"])])
+def test_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path, started, uninterrupted, phase, done):
     run = tmp_path / NAME
     p = started()
-    _wait_for(p, tmp_path, "a loss line of the init SFT", _has_loss_line(run, "init"))
+    _wait_for(p, tmp_path, f"a loss line of {phase}", _has_loss_line(run, phase))
     os.kill(p.pid, signal.SIGTERM)
     try:
         code = p.wait(timeout=60)
@@ -252,6 +253,6 @@ def test_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path, 
     assert code == 130, f"exit code {code} after SIGTERM, expected 130\nstderr:\n{err[-2000:]}"
     assert "--resume" in err, f"stderr does not say how to resume:\n{err[-2000:]}"
     assert "Traceback" not in err
-    assert _state(run)["done"] == []
+    assert _state(run)["done"] == done
     _resume(run)
     _assert_same_as_uninterrupted(run, uninterrupted)

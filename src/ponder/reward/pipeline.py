@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.eval import generate_in_chunks, score_groups
-from ponder.learn.sft import SFTConfig
+from ponder.learn.sft import Checkpointing, SFTConfig
 from ponder.reward.base import AGGREGATIONS
 from ponder.reward.implicit import ImplicitPRM, train_implicit_prm
 from ponder.reward.labels import gold_labels, label_examples, mc_labels
@@ -141,6 +141,8 @@ def train_models(policy, task: Task, data: RewardData, cfg: RewardConfig, *, see
                  ) -> dict[str, dict]:
     """Train each model of `cfg.models` (or `only` those) on `data`, saving it to `out_dir/<name>`."""
     stats: dict[str, dict] = {}
+    # no mid-training saves (a stopped run retrains from the kept data), but Ctrl-C / SIGTERM stop it
+    stoppable = Checkpointing(save=lambda tensors, meta: None)
     for name in only if only is not None else cfg.models:
         phase = f"reward_{name}"
         model_seed = stable_seed(seed, name)
@@ -148,7 +150,7 @@ def train_models(policy, task: Task, data: RewardData, cfg: RewardConfig, *, see
             model = ImplicitPRM.from_policy(policy, beta=cfg.beta, aggregation=cfg.aggregation)
             examples = label_examples(task, data.problems, data.texts, data.step_labels, kind="outcome")
             st = train_implicit_prm(model, examples, cfg.train, seed=model_seed, log=log, phase=phase,
-                                    progress=progress)
+                                    progress=progress, checkpointing=stoppable)
         else:
             kind = {"prm": "process", "orm": "outcome", "preference": "preference"}[name]
             model = RewardModel.from_policy(policy, kind=kind, aggregation=cfg.aggregation,
@@ -165,7 +167,7 @@ def train_models(policy, task: Task, data: RewardData, cfg: RewardConfig, *, see
             else:
                 train_data = label_examples(task, data.problems, data.texts, data.step_labels, kind=kind)
             st = train_reward_model(model, train_data, cfg.train, seed=model_seed, log=log, phase=phase,
-                                    progress=progress)
+                                    progress=progress, checkpointing=stoppable)
         model.save(Path(out_dir) / name)
         stats[name] = {"train_tokens": st["tokens"], "final_loss": st["final_loss"], "examples": len(data.texts)}
     return stats
