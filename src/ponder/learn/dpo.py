@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from ponder.eval import score_groups
 from ponder.learn import losses as L
 from ponder.learn.rl import draw_problems, score_completions
 from ponder.learn.sft import Checkpointing, SFTConfig, train_steps
@@ -110,18 +111,10 @@ def pairs_from_scores(problems: Sequence[Problem], groups: Sequence[Sequence[Sam
     return pairs
 
 
-def score_groups(problems: Sequence[Problem], groups: Sequence[Sequence[Sample]], reward: OutcomeReward
-                 ) -> list[list[float]]:
-    """`reward` of every sample, in one call, shaped like `groups` (groups[i] sampled for problems[i])."""
-    flat = [(p, s.text) for p, g in zip(problems, groups, strict=True) for s in g]
-    it = iter(reward.score([p for p, _ in flat], [t for _, t in flat]) if flat else [])
-    return [[next(it) for _ in g] for g in groups]
-
-
 def make_pairs_from_samples(problems: Sequence[Problem], groups: Sequence[Sequence[Sample]],
                             reward: OutcomeReward) -> list[PreferencePair]:
     """Score every sample of `groups` with `reward`, then pair each group's best against its worst."""
-    return pairs_from_scores(problems, groups, score_groups(problems, groups, reward))
+    return pairs_from_scores(problems, groups, score_groups(reward, problems, groups))
 
 
 class PairsFileError(ValueError):
@@ -241,7 +234,7 @@ def iterative_dpo(policy: Policy, reward: OutcomeReward | None, task: Task, prob
         sampling = Sampling(n=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                             seed=int(torch.randint(2**62, (1,), generator=gen)))
         groups = policy.generate([p.prompt for p in batch], sampling)
-        scores = score_groups(batch, groups, reward)
+        scores = score_groups(reward, batch, groups)
         pairs = pairs_from_scores(batch, groups, scores)
         cost = Cost.total(s.cost for g in groups for s in g)
         sample_cost = sample_cost + cost
