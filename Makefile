@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast install install-dev lint clean
+.PHONY: demo test test-fast install install-dev lint clean learners
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ install-dev: $(VENV)/.installed-dev
 
 demo: install        ## install, then run the default roadmap demo into runs/default
 	$(BIN)/ponder run --force
+
+LEARNERS := ei distill reinforce rloo grpo dr_grpo ppo dpo
+learners: install    ## every learner recipe from one initialized policy, then a table at equal training compute (~1 hour)
+	$(BIN)/ponder run learn_ei --force --quiet --name learn_init --set learn.rounds=0
+	for l in $(LEARNERS); do \
+	  $(BIN)/ponder run learn_$$l --force --quiet --set init.checkpoint=runs/learn_init/checkpoints/init || exit 1; \
+	done
+	$(BIN)/ponder compare --learning $(addprefix runs/learn_,$(LEARNERS)) --out runs/learners.png
 
 test: install-dev    ## install dev tools, then run the whole test suite (slow learning tests included)
 	$(BIN)/python -m pytest -q

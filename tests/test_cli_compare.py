@@ -40,3 +40,45 @@ def test_compare_user_errors(tmp_path, capsys):
     other = _run_dir(tmp_path / "other", "o", 1, [_row("greedy", 1, 1.0, 0.5)])
     assert main(["compare", other, "--methods", "mcts", "--out", str(tmp_path / "x.png")]) == 2
     assert "none of the runs has rows" in capsys.readouterr().err
+
+
+def _learning_dir(path, name, learner, points):
+    """A finished run's summary: (learning compute, greedy, majority) after init and each round."""
+    path.mkdir(parents=True)
+    phases = [{"phase": "init" if i == 0 else f"round{i}", "learning_compute_tokens": c, "greedy_accuracy": g,
+               "majority_accuracy": m, "majority_n": 16} for i, (c, g, m) in enumerate(points)]
+    (path / "summary.json").write_text(json.dumps({"name": name, "learner": learner, "phases": phases}))
+    return str(path)
+
+
+def test_interpolate_reads_the_curve_only_where_it_was_measured():
+    from ponder.cli_compare import interpolate
+
+    pts = [(0, 0.5), (100, 0.7), (300, 0.9)]
+    assert interpolate(pts, 0) == 0.5 and interpolate(pts, 300) == 0.9
+    assert abs(interpolate(pts, 50) - 0.6) < 1e-12 and abs(interpolate(pts, 200) - 0.8) < 1e-12
+    assert interpolate(pts, 301) is None and interpolate(pts, -1) is None
+
+
+def test_compare_learning_tables_learners_at_equal_compute(tmp_path, capsys):
+    a = _learning_dir(tmp_path / "a", "learn_a", "grpo", [(0, 0.5, 0.6), (2e6, 0.7, 0.7), (4e6, 0.8, 0.75)])
+    b = _learning_dir(tmp_path / "b", "learn_b", "dpo", [(0, 0.5, 0.6), (1e6, 0.52, 0.62), (3e6, 0.6, 0.7)])
+    out = tmp_path / "learners.png"
+    assert main(["compare", "--learning", a, b, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and out.with_suffix(".html").is_file()
+    header = text.splitlines()[0].split(" | ")
+    assert header[3:5] == ["greedy@1.50M", "majority@1.50M"] and header[5] == "greedy@3.00M"
+    row_a = next(line for line in text.splitlines() if line.startswith("learn_a")).split(" | ")
+    row_b = next(line for line in text.splitlines() if line.startswith("learn_b")).split(" | ")
+    # a at 3M tokens: halfway between 0.7 (2M) and 0.8 (4M); b at 3M is its last point
+    assert row_a[5] == "75.0%" and row_b[5] == "60.0%"
+    assert row_a[3] == "65.0%" and row_b[3] == "54.0%"  # at 1.5M: a 0.5 + 0.2 * 0.75, b 0.52 + 0.08 / 4
+    html = out.with_suffix(".html").read_text()
+    assert "learn_a" in html and "equal compute" in html
+
+
+def test_compare_learning_needs_rounds(tmp_path, capsys):
+    a = _learning_dir(tmp_path / "a", "learn_a", "grpo", [(0, 0.5, 0.6)])
+    assert main(["compare", "--learning", a]) == 2
+    assert "no learning round" in capsys.readouterr().err

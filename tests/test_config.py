@@ -59,8 +59,9 @@ def test_default_recipe_loads_with_its_values():
     assert cfg.init == InitConfig(demos=20000, sft=SFTConfig(steps=610, batch_size=64, lr=3e-3, warmup=20))
     assert cfg.eval == EvalConfig(problems=200, n=(1, 4, 16), temperature=0.5, max_new_tokens=64)
     assert isinstance(cfg.eval.n, tuple)
-    assert cfg.expert_iteration == ExpertIterationConfig(
-        rounds=2, problems=1000, samples=4, temperature=1.0, max_new_tokens=64, keep_per_problem=1, epochs=0.0,
+    assert (cfg.learn.learner, cfg.learn.rounds, cfg.learn.problems) == ("expert_iteration", 2, 1000)
+    assert cfg.learn.expert_iteration == ExpertIterationConfig(
+        samples=4, temperature=1.0, max_new_tokens=64, keep_per_problem=1, epochs=0.0,
         sft=SFTConfig(steps=150, batch_size=64, lr=1e-3, warmup=10))
 
 
@@ -98,8 +99,8 @@ def test_unknown_nested_key(tmp_path):
 
 def test_unknown_key_in_model_and_expert_iteration(tmp_path):
     assert "unknown key 'model.layers'" in error_of(tmp_path, "[model]\nlayers = 2\n")
-    msg = error_of(tmp_path, "[expert_iteration.sft]\nlr_max = 1.0\n")
-    assert "unknown key 'expert_iteration.sft.lr_max'" in msg and "min_lr_ratio" in msg
+    msg = error_of(tmp_path, "[learn.expert_iteration.sft]\nlr_max = 1.0\n")
+    assert "unknown key 'learn.expert_iteration.sft.lr_max'" in msg and "min_lr_ratio" in msg
 
 
 # -- types and ranges --------------------------------------------------------------------------------
@@ -139,8 +140,13 @@ def test_int_accepted_for_float(tmp_path):
     ("[eval]\ntop_p = 1.5\n", "[eval]", "top_p"),
     ("[eval]\ntemperature = 0\n", "[eval]", "temperature"),
     ("[policy]\ndtype = 'float16'\n", "[policy]", "dtype"),
-    ("[expert_iteration]\nsamples = 0\n", "[expert_iteration]", "samples"),
-    ("[expert_iteration.sft]\nmin_lr_ratio = 2.0\n", "[expert_iteration.sft]", "min_lr_ratio"),
+    ("[learn.expert_iteration]\nsamples = 0\n", "[learn.expert_iteration]", "samples"),
+    ("[learn.expert_iteration.sft]\nmin_lr_ratio = 2.0\n", "[learn.expert_iteration.sft]", "min_lr_ratio"),
+    ("[learn]\nlearner = \"sgd\"\n", "[learn]", "learner must be one of"),
+    ("[learn.rl]\ngroup_size = 1\n", "[learn.rl]", "group_size"),
+    ("[learn.ppo]\nlam = 2.0\n", "[learn.ppo]", "lam"),
+    ("[learn.dpo]\nsamples = 1\n", "[learn.dpo]", "samples"),
+    ("[learn.distill]\nsimulations = 0\n", "[learn.distill]", "simulations"),
 ])
 def test_out_of_range_names_key(tmp_path, text, where, key):
     msg = error_of(tmp_path, text)
@@ -229,7 +235,7 @@ def test_to_toml_round_trip_default(tmp_path):
 
 def test_to_toml_round_trip_unusual_values(tmp_path):
     cfg = load_recipe("default", [
-        'name="we\\"ird \\\\ name\\ttab"', "init.sft.lr=1e-5", "expert_iteration.threshold=0.5",
+        'name="we\\"ird \\\\ name\\ttab"', "init.sft.lr=1e-5", "learn.expert_iteration.threshold=0.5",
         "eval.n=[2, 3, 64]", "task.digits=5", "task.op=-", 'task.styles=["column"]', "seed=12345678901", "model.rope_base=1e20",
     ])
     assert cfg.name == 'we"ird \\ name\ttab'
@@ -250,3 +256,21 @@ def test_to_dict_and_to_toml_shape():
     assert d == {"problems": 200, "n": [1, 2], "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 96}
     assert to_toml({"a": 1, "t": {"b": "x", "u": {"c": [1.5, True]}}}) == (
         'a = 1\n\n[t]\nb = "x"\n\n[t.u]\nc = [1.5, true]\n')
+
+
+def test_extends_starts_from_another_recipe(tmp_path):
+    child = recipe(tmp_path, 'extends = "default"\nname = "mine"\n[learn]\nlearner = "grpo"\n[learn.rl]\nsteps = 7\n')
+    cfg = load_recipe(str(child))
+    base = load_recipe("default")
+    assert cfg.name == "mine" and cfg.learn.learner == "grpo" and cfg.learn.rl.steps == 7
+    assert cfg.model == base.model and cfg.init == base.init and cfg.learn.rounds == base.learn.rounds
+    # a file beside it, by relative path, and a chain of two
+    recipe(tmp_path, 'extends = "r.toml"\nseed = 5\n', name="grandchild.toml")
+    cfg2 = load_recipe(str(tmp_path / "grandchild.toml"))
+    assert cfg2.seed == 5 and cfg2.learn.rl.steps == 7
+
+
+def test_extends_errors_name_the_file(tmp_path):
+    assert "no such recipe" in error_of(tmp_path, 'extends = "nope"\n')
+    assert "extends must name a recipe" in error_of(tmp_path, "extends = 3\n")
+    assert "cycle" in error_of(tmp_path, 'extends = "r.toml"\n')

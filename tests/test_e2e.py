@@ -16,8 +16,8 @@ TINY = [
     "task.digits=2", 'task.styles=["column"]', "model.n_layer=2", "model.d_model=64", "model.max_seq_len=48",
     "init.demos=400", "init.sft.steps=60", "init.sft.batch_size=32",
     "eval.problems=40", "eval.n=[1,4]", "eval.max_new_tokens=40",
-    "expert_iteration.rounds=1", "expert_iteration.problems=60", "expert_iteration.samples=2",
-    "expert_iteration.max_new_tokens=40", "expert_iteration.sft.steps=10", "expert_iteration.sft.batch_size=16",
+    "learn.rounds=1", "learn.problems=60", "learn.expert_iteration.samples=2",
+    "learn.expert_iteration.max_new_tokens=40", "learn.expert_iteration.sft.steps=10", "learn.expert_iteration.sft.batch_size=16",
     "reward.problems=30", "reward.samples=2", "reward.rollouts=2", "reward.max_new_tokens=40", "reward.train.steps=10",
     "reward.train.batch_size=16",
     'search.methods=["greedy","majority","weighted_vote","best_of_n","beam","mcts"]', "search.problems=8",
@@ -84,17 +84,17 @@ def test_resume_after_a_crash_gives_the_same_summary(tmp_path, monkeypatch):
     assert _run(tmp_path, "whole") == 0
     expected = json.loads((tmp_path / "whole" / "summary.json").read_text())
 
-    real_round = loop.train_round
+    real_round = loop.learn_half
 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash in the learning round")
 
-    monkeypatch.setattr(loop, "train_round", crash)
+    monkeypatch.setattr(loop, "learn_half", crash)
     with pytest.raises(RuntimeError):
         _run(tmp_path, "crashed")
     state = json.loads((tmp_path / "crashed" / "state.json").read_text())
     assert state["done"] == ["init", "reward", "eval_init", "search"]
-    monkeypatch.setattr(loop, "train_round", real_round)
+    monkeypatch.setattr(loop, "learn_half", real_round)
     assert main(["run", "--quiet", "--resume", str(tmp_path / "crashed")]) == 0
     assert json.loads((tmp_path / "crashed" / "summary.json").read_text()) == expected
     # the metrics log holds each phase's lines once
@@ -142,4 +142,4 @@ def test_help_of_every_subcommand(capsys):
 def test_default_recipe_loads_and_lists():
     cfg = load_recipe()
     assert cfg.name == "default" and cfg.task["name"] == "arithmetic"
-    assert cfg.expert_iteration.rounds >= 2 and max(cfg.eval.n) == 16
+    assert cfg.learn.rounds >= 2 and max(cfg.eval.n) == 16

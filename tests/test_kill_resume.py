@@ -42,8 +42,8 @@ PHASES = ["init", "reward", "eval_init", "search", "round1", "eval_round1"]
 # problems x (greedy + 8 samples) per evaluation, and a learning round that always trains its 150 steps
 # (epochs = 0) on whatever it kept (the init policy verifies a few samples, so it keeps some), and reward
 # models trained for 150 steps each.
-RECIPE = [*TINY, "init.sft.steps=250", "eval.problems=200", "eval.n=[1,8]", "expert_iteration.problems=100",
-          "expert_iteration.epochs=0", "expert_iteration.sft.steps=150", "reward.train.steps=150",
+RECIPE = [*TINY, "init.sft.steps=250", "eval.problems=200", "eval.n=[1,8]", "learn.problems=100",
+          "learn.expert_iteration.epochs=0", "learn.expert_iteration.sft.steps=150", "reward.train.steps=150",
           "reward.train.log_every=5"]
 POLL_TIMEOUT = 120.0  # seconds to reach a kill point
 RUN_TIMEOUT = 300.0  # seconds for a whole (resumed) run

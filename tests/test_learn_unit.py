@@ -120,11 +120,9 @@ def test_sft_config_validation(kwargs, match):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"problems": 0}, "problems must be >= 1"),
     ({"samples": 0}, "samples must be >= 1"),
     ({"max_new_tokens": 0}, "max_new_tokens must be >= 1"),
     ({"keep_per_problem": 0}, "keep_per_problem must be >= 1"),
-    ({"rounds": -1}, "rounds must be >= 0"),
     ({"temperature": 0.0}, "temperature must be > 0"),
 ])
 def test_expert_iteration_config_validation(kwargs, match):
@@ -134,7 +132,7 @@ def test_expert_iteration_config_validation(kwargs, match):
 
 def test_config_defaults_valid():
     assert SFTConfig(steps=0).steps == 0
-    assert ExpertIterationConfig(rounds=0).sft == SFTConfig(steps=150, lr=1e-3, warmup=10)
+    assert ExpertIterationConfig().sft == SFTConfig(steps=150, lr=1e-3, warmup=10)
 
 
 # -- SFT and one expert-iteration round on a tiny model -----------------------------------------------
@@ -215,7 +213,7 @@ def test_expert_iteration_round_bookkeeping():
     table = {("1", "A: 3\n"): 1.0, ("1", "A: 4\n"): 0.0, ("2", "A: 4\n"): 1.0, ("2", "A: 5\n"): 0.0,
              ("3", "x"): 0.0, ("3", "y"): 0.0, ("3", "z"): 0.0}
     policy, reward = ScriptedSampler(groups), TableReward(table)
-    cfg = ExpertIterationConfig(problems=3, samples=3, max_new_tokens=12, temperature=0.7, keep_per_problem=2,
+    cfg = ExpertIterationConfig(samples=3, max_new_tokens=12, temperature=0.7, keep_per_problem=2,
                                 sft=SFTConfig(steps=2, batch_size=2, log_every=1))
     logs = []
     stats = expert_iteration_round(policy, reward, [P1, P2, P3], cfg, seed=9, phase="ei1", log=logs.append,

@@ -34,7 +34,7 @@ def test_expert_iteration_raises_greedy_accuracy():
     train_sft(policy, demos, SFTConfig(steps=400, batch_size=32, lr=3e-3), seed=0, progress=False)
     test = task.problems("test", 200, seed=0)
     before, _, _ = greedy_accuracy(policy, task, test, max_new_tokens=64, progress=False)
-    cfg = ExpertIterationConfig(problems=1000, samples=4, max_new_tokens=64, temperature=1.0, epochs=2.0,
+    cfg = ExpertIterationConfig(samples=4, max_new_tokens=64, temperature=1.0, epochs=2.0,
                                 sft=SFTConfig(steps=200, batch_size=32, lr=1e-3, warmup=5))
     reward = VerifierReward(task)
     for r in range(2):

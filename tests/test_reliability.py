@@ -20,7 +20,7 @@ def _tiny_run(runs_dir, *extra: str) -> list[str]:
     """CLI arguments of a seconds-long run named x: 1-digit addition, a one-layer model."""
     sets = ["task.digits=1", "model.n_layer=1", "model.d_model=32", "model.max_seq_len=32", "init.demos=20",
             "init.sft.steps=3", "eval.problems=5", "eval.n=[1,2]", "eval.max_new_tokens=20",
-            "expert_iteration.problems=5", "expert_iteration.max_new_tokens=20", "reward.problems=5",
+            "learn.problems=5", "learn.expert_iteration.max_new_tokens=20", "reward.problems=5",
             "reward.samples=2", "reward.rollouts=1", "reward.max_new_tokens=20", "reward.train.steps=3",
             "reward.train.batch_size=4", 'search.methods=["greedy","beam"]', "search.problems=3", "search.beam=[1]",
             "search.max_new_tokens=20", "search.difficulty_samples=2", "search.difficulty_bins=1"]
@@ -97,12 +97,12 @@ def test_non_finite_gradient_is_caught():
 def test_cli_reports_divergence_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     from ponder import loop
 
-    real = loop.train_round
+    real = loop.learn_half
 
     def diverge(*args, **kwargs):
         raise TrainingDiverged("round1: non-finite loss (nll = nan) at step 3")
 
-    monkeypatch.setattr(loop, "train_round", diverge)
+    monkeypatch.setattr(loop, "learn_half", diverge)
     args = _tiny_run(tmp_path)
     assert main(args) == 1
     err = capsys.readouterr().err
@@ -111,7 +111,7 @@ def test_cli_reports_divergence_and_keeps_the_last_good_checkpoint(tmp_path, cap
     assert (tmp_path / "x" / "checkpoints" / "init" / "model.safetensors").is_file()
     state = json.loads((tmp_path / "x" / "state.json").read_text())
     assert state["done"] == ["init", "reward", "eval_init", "search"]
-    monkeypatch.setattr(loop, "train_round", real)
+    monkeypatch.setattr(loop, "learn_half", real)
     assert main(["run", "--quiet", "--resume", str(tmp_path / "x")]) == 0
     assert json.loads((tmp_path / "x" / "state.json").read_text())["done"][-1] == "eval_round2"
 
@@ -133,8 +133,8 @@ def _jsonl(path, bad_line: str | None = None):
 
 JSONL_RUN = ["--set", "model.n_layer=1", "--set", "model.d_model=32", "--set", "model.max_seq_len=64",
              "--set", "init.demos=20", "--set", "init.sft.steps=2", "--set", "eval.problems=4",
-             "--set", "eval.n=[1,2]", "--set", "eval.max_new_tokens=8", "--set", "expert_iteration.rounds=1",
-             "--set", "expert_iteration.problems=4", "--set", "expert_iteration.max_new_tokens=8",
+             "--set", "eval.n=[1,2]", "--set", "eval.max_new_tokens=8", "--set", "learn.rounds=1",
+             "--set", "learn.problems=4", "--set", "learn.expert_iteration.max_new_tokens=8",
              "--set", "reward.problems=4", "--set", "reward.max_new_tokens=8", "--set", "reward.train.steps=2",
              "--set", "search.methods=[]"]
 
@@ -210,7 +210,7 @@ def test_crash_right_after_a_round_saved_its_samples_keeps_its_metrics_line_once
             raise RuntimeError("killed after the round's samples were saved")
 
     monkeypatch.setattr(Run, "save_phase_data", save_then_die)
-    args = _tiny_run(tmp_path, "--set", "expert_iteration.rounds=1")
+    args = _tiny_run(tmp_path, "--set", "learn.rounds=1")
     with pytest.raises(RuntimeError):
         main(args)
     assert (tmp_path / "x" / "checkpoints" / "round1.data.json").is_file()

@@ -1,4 +1,6 @@
-"""`ponder compare`: several runs' test-time scaling on one axis of inference FLOPs.
+"""`ponder compare`: several runs side by side, on search compute or on learning compute.
+
+Search (the default): each run's test-time scaling sweep on one axis of inference FLOPs.
 
     ponder run                      # the small policy (0.87M parameters), with its search sweep
     ponder run big                  # the same data and recipe with a policy about 4x larger
@@ -8,11 +10,20 @@ Each run's `search_scaling` rows (from its `[search]` sweep) are plotted as accu
 inference FLOPs per problem, so a small policy with search and a big one decoding greedily (or with
 search) compare on the compute they really spend: FLOPs count every generated and encoded token at
 each model's own size. The reward model's FLOPs are not included (it is as large as its policy).
+
+Learning (`--learning`): runs that differ in their learner, started from the same initialized
+policy (`init.checkpoint`; `make learners` runs every learner recipe that way), as held-out accuracy
+against learning compute (tokens sampled to make training data plus tokens trained, summed over the
+rounds). Learners spend compute in different chunks, so the table reads each run's curve at common
+budgets: linear interpolation between its evaluations, from the initial policy at 0, and only
+within the compute the run actually spent (no extrapolation). It writes the plot and an HTML page
+with the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -73,12 +84,107 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_learning(run_dir: Path) -> dict:
+    """A finished run's learner and its evaluations against learning compute."""
+    summary_file = run_dir / "summary.json"
+    if not summary_file.is_file():
+        raise RunDirError(f"{run_dir}: no summary.json (is it a finished ponder run?)")
+    summary = json.loads(summary_file.read_text())
+    phases = summary.get("phases", [])
+    if len(phases) < 2:
+        raise RunDirError(f"{run_dir}: no learning round was evaluated (its recipe's learn.rounds was 0?)")
+    return {"run": str(summary.get("name") or run_dir.name), "learner": summary.get("learner") or "?",
+            "points": [(p["learning_compute_tokens"], p["greedy_accuracy"], p.get("majority_accuracy"))
+                       for p in phases if "learning_compute_tokens" in p],
+            "majority_n": phases[0].get("majority_n")}
+
+
+def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
+    """The piecewise-linear curve through sorted `points` at `x`; None outside their range."""
+    if not points or x < points[0][0] or x > points[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return points[-1][1]
+
+
+def learning_table(runs: list[dict], budgets: list[float]) -> list[dict]:
+    """One row per run: accuracy (greedy, and majority at the runs' N) at each budget, and at the end."""
+    rows = []
+    for r in runs:
+        greedy = [(c, g) for c, g, _ in r["points"]]
+        vote = [(c, m) for c, _, m in r["points"] if m is not None]
+        row = {"run": r["run"], "learner": r["learner"], "initial_greedy": greedy[0][1]}
+        for b in budgets:
+            row[f"greedy@{b / 1e6:.2f}M"] = interpolate(greedy, b)
+            row[f"majority@{b / 1e6:.2f}M"] = interpolate(vote, b) if vote else None
+        row.update(final_greedy=greedy[-1][1], final_majority=vote[-1][1] if vote else None,
+                   compute_tokens=greedy[-1][0])
+        rows.append(row)
+    return rows
+
+
+def cmd_compare_learning(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ponder.report import _table, page
+    from ponder.runs import write_atomic
+
+    runs = [load_learning(Path(r)) for r in args.runs]
+    common = min(r["points"][-1][0] for r in runs)
+    budgets = [common / 2, common]
+    rows = learning_table(runs, budgets)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for r in runs:
+        xs = [c / 1e6 for c, _, _ in r["points"]]
+        a1.plot(xs, [g for _, g, _ in r["points"]], "-o", label=r["run"])
+        if all(m is not None for _, _, m in r["points"]):
+            a2.plot(xs, [m for _, _, m in r["points"]], "-o", label=r["run"])
+    for a, what in ((a1, "greedy"), (a2, f"majority@{runs[0]['majority_n']}")):
+        a.axvline(common / 1e6, ls=":", color="grey")
+        a.set_xlabel("learning compute (million tokens sampled + trained)")
+        a.set_ylabel(f"{what} accuracy, held-out")
+        a.grid(alpha=0.3)
+    a1.legend(fontsize=7)
+    fig.suptitle("Learners from one initialized policy, against learning compute", fontsize=10)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    cols = list(rows[0])
+    print(" | ".join(cols))
+    for row in rows:
+        print(" | ".join(f"{v:.1%}" if isinstance(v, float) and k != "compute_tokens" else
+                         ("-" if v is None else str(v)) for k, v in row.items()))
+    html_out = out.with_suffix(".html")
+    note = ("<p>Accuracy on held-out problems against learning compute (tokens sampled to make training data "
+            "plus tokens trained, summed over rounds), every run from the same initialized policy. Columns "
+            "@xM read each run's curve by linear interpolation between its evaluations at x million tokens; "
+            "the larger budget is the least any run spent, so every learner is compared at equal compute. "
+            "'-': the run did not spend that much.</p>")
+    write_atomic(html_out, page("ponder: learners at equal training compute",
+                                ["<h1>Learners at equal training compute</h1>", note, _table(rows, cols),
+                                 f'<img src="{out.name}" alt="learning curves">']))
+    print(f"\nplot: {out}\nreport: {html_out}")
+    return 0
+
+
 def add_parser(sub) -> None:
     """Register `ponder compare` on the main parser's subcommands."""
-    c = sub.add_parser("compare", help="plot several runs' accuracy against inference FLOPs (small + search vs big)",
-                       description="Plot the search sweeps of several runs on one axis of inference FLOPs.")
-    c.add_argument("runs", nargs="+", help="finished run directories with a search sweep")
+    c = sub.add_parser("compare", help="compare runs: accuracy against inference FLOPs, or (--learning) learners "
+                                       "against learning compute",
+                       description="Plot the search sweeps of several runs on one axis of inference FLOPs, or with "
+                                   "--learning their learning curves and a table at equal training compute.")
+    c.add_argument("runs", nargs="+", help="finished run directories (with a search sweep, or learning rounds)")
     c.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated methods to plot (default: {','.join(DEFAULT_METHODS)})")
-    c.add_argument("--out", default="runs/compare.png", help="the plot file (default: runs/compare.png)")
-    c.set_defaults(fn=cmd_compare)
+    c.add_argument("--learning", action="store_true",
+                   help="compare learners instead: accuracy against learning compute, and a table at equal compute")
+    c.add_argument("--out", default="runs/compare.png",
+                   help="the plot file (default: runs/compare.png); --learning also writes the .html beside it")
+    c.set_defaults(fn=lambda a: cmd_compare_learning(a) if a.learning else cmd_compare(a))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ponder.learn.expert_iteration import ExpertIterationConfig
+from ponder.learn.rounds import LearnConfig
 from ponder.learn.sft import SFTConfig
 from ponder.policy.transformer import ModelConfig
 from ponder.reward.pipeline import RewardConfig
@@ -57,6 +57,9 @@ class InitConfig:
     """Training problems whose demonstrations make the SFT set."""
     sft: SFTConfig = SFTConfig()
     """The SFT phase's optimisation settings."""
+    checkpoint: str = ""
+    """A policy checkpoint directory (e.g. runs/default/checkpoints/init) to start from instead of SFT;
+    its shape must match [model]. Lets learner recipes share one initialized policy."""
 
     def __post_init__(self) -> None:
         if self.demos < 1:
@@ -117,8 +120,8 @@ class RunConfig:
     search: SearchConfig = SearchConfig(methods=())
     """Test-time scaling sweep of the initialized policy (after eval_init): every method at each size,
     accuracy against compute. Empty `methods`: no sweep."""
-    expert_iteration: ExpertIterationConfig = ExpertIterationConfig()
-    """Learning from search: sample, keep verified solutions, SFT on them, repeat."""
+    learn: LearnConfig = LearnConfig()
+    """Learning rounds: the learner, its settings, rounds and problems per round; evaluation after each."""
 
     def __post_init__(self) -> None:
         if self.checkpoint_every < 0:
@@ -128,6 +131,9 @@ class RunConfig:
         if self.search.methods and "prm" not in self.reward.models:
             raise ValueError("search.methods needs a process reward model to guide and score them: add \"prm\" "
                              "to reward.models")
+        if self.learn.rounds and self.learn.learner == "distill" and "prm" not in self.reward.models:
+            raise ValueError("learn.learner = \"distill\" searches with a process reward model: add \"prm\" to "
+                             "reward.models")
 
     def task_config(self):
         """The chosen task's own config object (validated when the recipe was loaded)."""
@@ -259,15 +265,42 @@ def resolve_recipe(name_or_path: str | None) -> Path:
     raise ConfigError(f"{name_or_path}: no such recipe file (built-in recipes: {known})")
 
 
-def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read, override and validate a recipe. Raises ConfigError naming the file and key."""
-    path = resolve_recipe(name_or_path)
+def _merge(base: dict, over: dict) -> dict:
+    """`over` laid on `base`: tables merge key by key, anything else replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_recipe_table(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe file's table with its `extends` chain resolved: `extends = "default"` (a built-in
+    recipe's name, or a path relative to this file) starts from that recipe and overrides it."""
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read ({e})") from None
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must name a recipe, got {parent!r}")
+    local = path.parent / parent
+    try:
+        base_path = local if local.is_file() else resolve_recipe(parent)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: extends: {e}") from None
+    if base_path.resolve() in seen:
+        raise ConfigError(f"{path}: extends: {parent} extends itself (a cycle)")
+    return _merge(read_recipe_table(base_path, (*seen, path.resolve())), data)
+
+
+def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate a recipe. Raises ConfigError naming the file and key."""
+    path = resolve_recipe(name_or_path)
+    data = read_recipe_table(path, (path.resolve(),))
     source = str(path)
     if overrides:
         data = apply_overrides(data, overrides)

@@ -1,5 +1,5 @@
-"""The roadmap iteration as phases: initialize, train reward models, evaluate, then (search -> filter ->
-learn -> evaluate) per round, then report.
+"""The roadmap iteration as phases: initialize, train reward models, evaluate, sweep search, then
+(make training data -> learn -> evaluate) per round of the recipe's learner, then report.
 
 Each phase is seeded from the recipe seed and the phase's name alone, writes its result into the
 run's state, and saves a checkpoint when it changed the policy. A resumed run skips the phases
@@ -15,13 +15,12 @@ from pathlib import Path
 
 import torch
 
-from ponder.config import RunConfig
+from ponder.config import ConfigError, RunConfig
 from ponder.eval import evaluate
-from ponder.learn.expert_iteration import sample_round, train_round
+from ponder.learn.rounds import learn_half, online_round, search_half
 from ponder.learn.sft import Checkpointing, train_sft
-from ponder.policy.tiny import TinyPolicy
+from ponder.policy.tiny import PolicyLoadError, TinyPolicy
 from ponder.reward.pipeline import RewardData, collect, evaluate_reward_models, load_model, train_models
-from ponder.reward.verifier import VerifierReward
 from ponder.runs import Run
 from ponder.search.scaling import compute_optimal, estimate_difficulty, sweep
 from ponder.tasks import make_task
@@ -33,7 +32,7 @@ SAMPLES_SAVED = 50  # problems per evaluation whose completions go to samples/<p
 def phase_names(cfg: RunConfig) -> list[str]:
     names = ["init"] + (["reward"] if cfg.reward.models else []) + ["eval_init"]
     names += ["search"] if cfg.search.methods else []
-    for r in range(1, cfg.expert_iteration.rounds + 1):
+    for r in range(1, cfg.learn.rounds + 1):
         names += [f"round{r}", f"eval_round{r}"]
     return names
 
@@ -43,8 +42,15 @@ def reward_dir(run_path: Path) -> Path:
     return Path(run_path) / "reward"
 
 
+def prm_dir(run: Run) -> Path:
+    """The run's current PRM: the one a distill round fine-tuned last, else the reward phase's."""
+    rounds = [p for p in run.state["done"] if p.startswith("round") and (reward_dir(run.path) / f"prm_{p}").is_dir()]
+    return reward_dir(run.path) / (f"prm_{rounds[-1]}" if rounds else "prm")
+
+
 def _load_rewards(run: Run, cfg: RunConfig) -> dict:
-    return {name: load_model(reward_dir(run.path) / name) for name in cfg.reward.models}
+    return {name: load_model(prm_dir(run) if name == "prm" else reward_dir(run.path) / name)
+            for name in cfg.reward.models}
 
 
 def _reward_phase(run: Run, cfg: RunConfig, policy, task, progress: bool, echo) -> dict:
@@ -113,13 +119,47 @@ def _checkpointing(run: Run, policy, phase: str, every: int) -> Checkpointing:
                          resume=resume)
 
 
+def _learn_phase(run: Run, cfg: RunConfig, policy, task, phase: str, progress: bool) -> dict:
+    """One learning round of the recipe's learner, in place on `policy`. An offline learner's data is
+    kept in the run, so a resumed round trains on it without searching again."""
+    lc, seed = cfg.learn, stable_seed(cfg.seed, phase)
+    problems = task.problems("train", lc.problems, seed)
+    if not lc.offline:
+        return online_round(policy, task, problems, lc, seed=seed, phase=phase, log=run.log, progress=progress)
+    prm = load_model(prm_dir(run)) if lc.learner == "distill" else None
+    saved = run.load_phase_data(phase)
+    if saved is None:
+        data, stats = search_half(policy, task, problems, lc, seed=seed, phase=phase, prm=prm)
+        saved = {"data": data, "stats": stats, "metrics_before": run.state["metrics_lines"]}
+        run.save_phase_data(phase, saved)
+    if run.state["metrics_lines"] == saved["metrics_before"]:  # its line is not in the log yet
+        run.log(dict(saved["stats"]))
+        run.save_state()
+    result = learn_half(policy, saved["data"], saved["stats"], lc, seed=seed, phase=phase, prm=prm, log=run.log,
+                        progress=progress, checkpointing=_checkpointing(run, policy, phase, cfg.checkpoint_every))
+    if prm is not None and lc.distill.prm_steps:
+        prm.save(reward_dir(run.path) / f"prm_{phase}")
+    return result
+
+
+def _policy_from_checkpoint(cfg: RunConfig) -> TinyPolicy:
+    """The recipe's `init.checkpoint`, checked against its [model]; errors name the key."""
+    try:
+        policy = TinyPolicy.load(cfg.init.checkpoint, dtype=cfg.policy.dtype, batch_size=cfg.policy.batch_size)
+    except PolicyLoadError as e:
+        raise ConfigError(f"init.checkpoint: {e}") from None
+    if policy.config != cfg.model:
+        raise ConfigError(f"init.checkpoint: {cfg.init.checkpoint} has model {policy.config}, but the recipe's [model] "
+                          f"is {cfg.model}; set [model] to the checkpoint's shape")
+    return policy
+
+
 def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bool = True,
              echo: Callable[[str], None] = print) -> dict:
     """Run (or resume) every phase of the recipe in `run`; returns the state's results. `task` is the
     recipe's task if the caller already built it."""
     task = task or make_task(cfg.task["name"], cfg.task_config())
     test_problems = task.problems("test", cfg.eval.problems, cfg.seed)
-    verifier = VerifierReward(task)
     policy = None
     if run.state.get("last_checkpoint"):
         policy = TinyPolicy.load(run.checkpoint_dir(run.state["last_checkpoint"]), dtype=cfg.policy.dtype,
@@ -133,7 +173,13 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
             continue
         torch.manual_seed(stable_seed(cfg.seed, phase, "torch"))
         t0 = time.perf_counter()
-        if phase == "init":
+        if phase == "init" and cfg.init.checkpoint:
+            policy = _policy_from_checkpoint(cfg)
+            run.save_checkpoint(policy, phase)
+            echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter transformer from {cfg.init.checkpoint}")
+            result = {"train_tokens": 0, "final_loss": None, "params": policy.num_params(), "demos": 0,
+                      "checkpoint": cfg.init.checkpoint, "skipped_data_lines": getattr(task, "skipped_lines", 0)}
+        elif phase == "init":
             policy = TinyPolicy(cfg.model, seed=stable_seed(cfg.seed, "model"), dtype=cfg.policy.dtype,
                                 batch_size=cfg.policy.batch_size)
             echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter transformer, SFT on {cfg.init.demos} "
@@ -163,24 +209,13 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
             result = _eval_phase(run, cfg, policy, task, test_problems, phase, progress)
             echo(f"[{phase}] greedy accuracy {result['greedy_accuracy']:.1%}")
         else:
-            r = int(phase.removeprefix("round"))
-            seed = stable_seed(cfg.seed, phase)
-            saved = run.load_phase_data(phase)
-            if saved is None:
-                problems = task.problems("train", cfg.expert_iteration.problems, seed)
-                data, stats = sample_round(policy, verifier, problems, cfg.expert_iteration, seed=seed, phase=phase)
-                saved = {"data": data, "stats": stats, "metrics_before": run.state["metrics_lines"]}
-                run.save_phase_data(phase, saved)
-            data, stats = [tuple(x) for x in saved["data"]], saved["stats"]
-            if run.state["metrics_lines"] == saved["metrics_before"]:  # its line is not in the log yet
-                run.log(dict(stats))
-                run.save_state()
-            result = train_round(policy, data, stats, cfg.expert_iteration, seed=seed, phase=phase, log=run.log,
-                                 progress=progress,
-                                 checkpointing=_checkpointing(run, policy, phase, cfg.checkpoint_every))
+            result = _learn_phase(run, cfg, policy, task, phase, progress)
             run.save_checkpoint(policy, phase)
-            echo(f"[round {r}] kept {result['kept']} verified solutions "
-                 f"({result['sample_pass_rate']:.1%} of samples verified), trained {result['train_steps']} steps")
+            extra = (f"kept {result['kept']}, " if "kept" in result else "") + \
+                (f"reward {result['reward_first']:.2f} -> {result['final_reward']:.2f}, " if "final_reward" in result
+                 else "")
+            echo(f"[{phase}] {cfg.learn.learner}: {extra}{result['sample_tokens']} tokens sampled, "
+                 f"{result['train_tokens']} trained")
         run.log({"phase": phase, "step": -1, "event": "phase_done", "seconds": round(time.perf_counter() - t0, 3)})
         run.finish_phase(phase, result)
     return run.state["results"]

@@ -22,18 +22,23 @@ def build_summary(config: dict, results: dict) -> dict:
     """Machine-readable results: greedy accuracy per phase against cumulative training compute, and
     each search method's accuracy and generated tokens at each N. No wall-clock fields."""
     phases, search = [], {}
-    train_tokens = sample_tokens = 0
+    train_tokens = sample_tokens = learn_tokens = 0
     init = results.get("init", {})
     train_tokens += init.get("train_tokens", 0)
     for name, res in results.items():
         if name.startswith("round"):
             train_tokens += res.get("train_tokens", 0)
             sample_tokens += res.get("sample_tokens", 0)
+            learn_tokens += res.get("train_tokens", 0) + res.get("sample_tokens", 0)
         if name.startswith("eval_"):
             learned = name.removeprefix("eval_")
+            majority = {r["n"]: r["accuracy"] for r in res["search"] if r["method"] == "majority"}
             phases.append({"phase": learned, "greedy_accuracy": res["greedy_accuracy"],
+                           "majority_accuracy": majority[max(majority)] if majority else None,
+                           "majority_n": max(majority) if majority else None,
                            "train_tokens": train_tokens, "sample_tokens": sample_tokens,
-                           "training_compute_tokens": train_tokens + sample_tokens})
+                           "training_compute_tokens": train_tokens + sample_tokens,
+                           "learning_compute_tokens": learn_tokens})
             search[learned] = res["search"]
     rounds = {k: v for k, v in results.items() if k.startswith("round")}
     reward_models = {name.removeprefix("eval_"): res["reward_models"] for name, res in results.items()
@@ -42,8 +47,8 @@ def build_summary(config: dict, results: dict) -> dict:
             "model_params": init.get("params"), "skipped_data_lines": init.get("skipped_data_lines", 0),
             "phases": phases, "search": search, "reward_training": results.get("reward", {}).get("models", {}),
             "reward_models": reward_models, "search_scaling": results.get("search", {}),
-            "learning": [{"round": k, **{f: v[f] for f in ("samples", "sample_pass_rate", "problems_solved", "kept",
-                                                          "sample_tokens", "train_tokens") if f in v}}
+            "learner": config.get("learn", {}).get("learner"),
+            "learning": [{"round": k, **{f: x for f, x in v.items() if isinstance(x, (int, float)) or x is None}}
                          for k, v in rounds.items()]}
 
 
@@ -114,6 +119,32 @@ def _plot_learning(summary: dict, out: Path) -> bool:
     return True
 
 
+def rl_curves(metrics: list[dict]) -> dict[str, list[float]]:
+    """Per-step entropy and mean reward of the on-policy learning rounds, rounds in order."""
+    rows = [m for m in metrics if m.get("phase", "").startswith("round") and m.get("entropy") is not None
+            and "reward_mean" in m]
+    return {"entropy": [m["entropy"] for m in rows], "reward_mean": [m["reward_mean"] for m in rows]}
+
+
+def _plot_entropy(metrics: list[dict], out: Path) -> bool:
+    curves = rl_curves(metrics)
+    if not curves["entropy"]:
+        return False
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    steps = range(1, len(curves["entropy"]) + 1)
+    a1.plot(steps, curves["entropy"])
+    a1.set_ylabel("policy entropy (nats per token, sampled tokens)")
+    a2.plot(steps, curves["reward_mean"], color="tab:green")
+    a2.set_ylabel("mean reward of the batch")
+    for a in (a1, a2):
+        a.set_xlabel("learning step (rounds in order)")
+    fig.suptitle("On-policy learning: entropy and reward")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def reward_model_rows(metrics: dict[str, dict]) -> list[dict]:
     """One flat row per reward model: AUROC, first-error F1 and best-of-N accuracy per N."""
     rows = []
@@ -168,7 +199,8 @@ def write_report(run_dir: str | Path) -> dict:
     plots.mkdir(exist_ok=True)
     made = [name for name, fn in (("training.png", lambda p: _plot_training(metrics, p)),
                                   ("search.png", lambda p: _plot_search(summary, p)),
-                                  ("learning.png", lambda p: _plot_learning(summary, p))) if fn(plots / name)]
+                                  ("learning.png", lambda p: _plot_learning(summary, p)),
+                                  ("entropy.png", lambda p: _plot_entropy(metrics, p))) if fn(plots / name)]
     search_rows = [{"phase": ph, **r} for ph, rows in summary["search"].items() for r in rows]
     samples = sorted((run_dir / "samples").glob("*.jsonl")) if (run_dir / "samples").exists() else []
     parts = [
@@ -176,7 +208,8 @@ def write_report(run_dir: str | Path) -> dict:
         (f"<p>task <code>{html.escape(json.dumps(summary['task']))}</code>, seed {summary['seed']}, "
          f"model {summary['model_params'] or 0:,} parameters</p>"),
         "<h2>Greedy accuracy after each phase</h2>",
-        _table(summary["phases"], ["phase", "greedy_accuracy", "train_tokens", "sample_tokens"]),
+        _table(summary["phases"], ["phase", "greedy_accuracy", "majority_accuracy", "train_tokens", "sample_tokens",
+                                   "learning_compute_tokens"]),
         "<h2>Search at test time</h2>",
         _table(search_rows, ["phase", "method", "n", "accuracy", "tokens_generated"]),
     ]
@@ -204,9 +237,9 @@ def write_report(run_dir: str | Path) -> dict:
     for phase, metrics in summary["reward_models"].items():
         parts.append(reward_section(metrics, f"Reward models on the {phase} policy's samples"))
     if summary["learning"]:
-        parts += ["<h2>Learning rounds</h2>",
-                  _table(summary["learning"], ["round", "samples", "sample_pass_rate", "problems_solved", "kept",
-                                               "sample_tokens", "train_tokens"])]
+        cols = list(dict.fromkeys(c for r in summary["learning"] for c in r if c not in ("sample_flops", "step")))
+        parts += [f"<h2>Learning rounds ({html.escape(str(summary.get('learner')))})</h2>",
+                  _table(summary["learning"], cols)]
     parts += [f'<h2>{n.removesuffix(".png").title()}</h2><img src="plots/{n}" alt="{n}">' for n in made]
     if samples:
         parts.append("<h2>Samples</h2><ul>" + "".join(

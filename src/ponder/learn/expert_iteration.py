@@ -24,10 +24,6 @@ from ponder.types import Cost, Problem, Sample, Sampling
 class ExpertIterationConfig:
     """Settings of expert iteration."""
 
-    rounds: int = 2
-    """Sample-filter-learn rounds."""
-    problems: int = 1000
-    """Fresh training problems drawn per round."""
     samples: int = 4
     """Solutions sampled per problem."""
     temperature: float = 1.0
@@ -45,11 +41,9 @@ class ExpertIterationConfig:
     """The SFT phase of each round (`steps` is the most it trains)."""
 
     def __post_init__(self) -> None:
-        for name in ("problems", "samples", "max_new_tokens", "keep_per_problem"):
+        for name in ("samples", "max_new_tokens", "keep_per_problem"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.rounds < 0:
-            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.epochs < 0:

@@ -155,9 +155,16 @@ class Tree:
 
     def value_examples(self, min_visits: int = 1) -> list[RewardExample]:
         """(prefix, value) examples for a value or process model: every non-root node with at least
-        `min_visits` visits, its targets the Q of each node on its path (one per step)."""
-        return [RewardExample(prompt=self.problem.prompt, text=n.text, targets=tuple(p.q for p in n.path()[1:]))
-                for n in self.nodes() if n.parent is not None and n.visits >= min_visits]
+        `min_visits` visits, its targets the Q of each node on its path (one per non-blank step)."""
+        out = []
+        for n in self.nodes():
+            if n.parent is None or n.visits < min_visits:
+                continue
+            # a blank step (an empty sample) is no step of the text: it gets no target
+            targets = tuple(p.q for p in n.path()[1:] if split_steps(p.step))
+            if targets and len(targets) == len(split_steps(n.text)):
+                out.append(RewardExample(prompt=self.problem.prompt, text=n.text, targets=targets))
+        return out
 
 
 def _select_leaf(root: Node, c_puct: float, fpu: float | None) -> Node:

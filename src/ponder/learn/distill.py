@@ -1,0 +1,120 @@
+"""Search distillation (ReST-MCTS* / AlphaZero style): the policy learns from its own tree search.
+
+One round: run PRM-guided MCTS on fresh training problems, keep the answer trace of every tree whose
+answer the verifier accepts, and fine-tune the policy on those traces by SFT (the search's
+improvement over sampling is what the policy is asked to absorb). With `prm_steps` > 0 the process
+reward model is also fine-tuned on the trees' backed-up values: every visited node's path gets, per
+step, the mean value its node reached in search (ReST-MCTS*'s value targets, softened by visits),
+so the PRM that guides the next round's search has seen the current policy's states.
+
+The search half (`search_round`) and the learning half (`train_round`) are separate so that a run
+can save what search found and, on resume, retrain without searching again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from ponder.learn.sft import Checkpointing, SFTConfig, train_sft
+from ponder.policy.base import Policy
+from ponder.reward.model import RewardExample, train_reward_model
+from ponder.search.mcts import MCTSConfig, mcts
+from ponder.tasks.base import Task
+from ponder.types import Cost, Problem, Sampling
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Settings of search distillation."""
+
+    simulations: int = 16
+    """MCTS simulations per problem."""
+    expansions: int = 4
+    """Candidate next steps sampled per expansion."""
+    c_puct: float = 1.0
+    """MCTS exploration constant."""
+    temperature: float = 0.5
+    """Sampling temperature of the expansions."""
+    max_new_tokens: int = 64
+    """Token cap of one step."""
+    epochs: float = 2.0
+    """Passes over the round's kept traces; a round trains min(sft.steps, epochs * kept / batch)
+    steps (0: always sft.steps)."""
+    sft: SFTConfig = SFTConfig(steps=150, lr=1e-3, warmup=10)
+    """The policy's SFT on the kept traces (`steps` is the most a round trains)."""
+    prm_steps: int = 0
+    """Also fine-tune the PRM this many steps on the trees' node values (0: the PRM stays as trained)."""
+    prm_lr: float = 1e-4
+    """Learning rate of that PRM fine-tuning."""
+    min_visits: int = 2
+    """Nodes visited fewer times give no PRM value target (their mean value is one noisy number)."""
+    prefix_cache_mb: float = 256.0
+    """Prefix KV cache for the search (policies that have one), so a node's continuation encodes only
+    its last step; 0: none."""
+
+    def __post_init__(self) -> None:
+        for name in ("simulations", "expansions", "max_new_tokens", "min_visits"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "prm_steps", "c_puct", "prefix_cache_mb"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.temperature > 0 and self.prm_lr > 0):
+            raise ValueError(f"temperature and prm_lr must be > 0, got {self.temperature}, {self.prm_lr}")
+
+
+def search_round(policy: Policy, prm, task: Task, problems: Sequence[Problem], cfg: DistillConfig, *, seed: int
+                 ) -> tuple[dict, dict]:
+    """The search half: MCTS on `problems`, guided and valued by `prm`. Returns (data, stats): data
+    holds the verified answer traces as [prompt, completion] pairs and the trees' value examples,
+    stats what the search spent and found."""
+    sampling = Sampling(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed)
+    mc = MCTSConfig(simulations=cfg.simulations, expansions=cfg.expansions, c_puct=cfg.c_puct)
+    cacheable = cfg.prefix_cache_mb > 0 and hasattr(policy, "set_prefix_cache")
+    if cacheable:
+        policy.set_prefix_cache(cfg.prefix_cache_mb)
+    try:
+        results, trees = mcts(problems, policy, prm, task, config=mc, sampling=sampling)
+    finally:
+        if cacheable:
+            policy.set_prefix_cache(0)
+    traces = [[p.prompt, r.text] for p, r in zip(problems, results) if task.verify(p, r.text) >= 1.0]
+    values = [[e.prompt, e.text, list(e.targets)] for t in trees for e in t.value_examples(cfg.min_visits)]
+    cost = Cost.total(r.cost for r in results)
+    stats = {"searched": len(problems), "kept": len(traces), "search_accuracy": len(traces) / max(len(problems), 1),
+             "value_examples": len(values), "sample_tokens": cost.tokens_generated,
+             "tokens_encoded": cost.tokens_encoded, "sample_flops": cost.flops}
+    return {"traces": traces, "values": values}, stats
+
+
+def round_steps(cfg: DistillConfig, kept: int) -> int:
+    """SFT steps of a round that kept `kept` traces."""
+    if cfg.epochs == 0:
+        return cfg.sft.steps
+    return max(1, min(cfg.sft.steps, math.ceil(cfg.epochs * kept / cfg.sft.batch_size)))
+
+
+def train_round(policy: Policy, prm, data: dict, stats: dict, cfg: DistillConfig, *, seed: int, phase: str,
+                log: Callable[[dict], None] | None = None, progress: bool = True,
+                checkpointing: Checkpointing | None = None) -> dict:
+    """The learning half: SFT of the policy on the kept traces, then (with `prm_steps`) the PRM's
+    fine-tuning on the value examples, in place. Returns `stats` with the training figures."""
+    stats = dict(stats)
+    traces = [tuple(t) for t in data["traces"]]
+    stats.update(train_steps=0, train_tokens=0, train_loss=float("nan"))
+    if traces:
+        sft_cfg = replace(cfg.sft, steps=round_steps(cfg, len(traces)))
+        sft = train_sft(policy, traces, sft_cfg, seed=seed + 1, log=log, phase=phase, progress=progress,
+                        checkpointing=checkpointing)
+        stats.update(train_steps=sft_cfg.steps, train_tokens=sft["tokens"], train_loss=sft["final_loss"])
+    if cfg.prm_steps and data["values"] and prm is not None:
+        examples = [RewardExample(prompt=p, text=t, targets=tuple(v)) for p, t, v in data["values"]]
+        prm_cfg = SFTConfig(steps=cfg.prm_steps, batch_size=64, lr=cfg.prm_lr, warmup=min(10, cfg.prm_steps),
+                            min_lr_ratio=1.0)
+        st = train_reward_model(prm, examples, prm_cfg, seed=seed + 2, log=log, phase=f"{phase}_prm",
+                                progress=progress)
+        stats.update(prm_train_tokens=st["tokens"], prm_loss=st["final_loss"])
+        stats["train_tokens"] += st["tokens"]
+    return stats
