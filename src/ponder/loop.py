@@ -19,6 +19,7 @@ from ponder.config import ConfigError, RunConfig
 from ponder.eval import evaluate
 from ponder.learn.rounds import learn_half, online_round, search_half
 from ponder.learn.sft import Checkpointing, train_sft
+from ponder.policy.factory import load_policy, make_policy
 from ponder.policy.tiny import PolicyLoadError, TinyPolicy
 from ponder.reward.pipeline import RewardData, collect, evaluate_reward_models, load_model, train_models
 from ponder.runs import Run
@@ -162,8 +163,7 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
     test_problems = task.problems("test", cfg.eval.problems, cfg.seed)
     policy = None
     if run.state.get("last_checkpoint"):
-        policy = TinyPolicy.load(run.checkpoint_dir(run.state["last_checkpoint"]), dtype=cfg.policy.dtype,
-                                 batch_size=cfg.policy.batch_size)
+        policy = load_policy(cfg, run.checkpoint_dir(run.state["last_checkpoint"]), seed=stable_seed(cfg.seed, "model"))
     if run.state["done"] or run.state.get("partial"):
         where = f"after phase {run.state['done'][-1]}" if run.state["done"] else "from the start"
         echo(f"resuming {run.path} {where}" + (f" (phase {run.state['partial']['phase']} from its last save)"
@@ -179,11 +179,17 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
             echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter transformer from {cfg.init.checkpoint}")
             result = {"train_tokens": 0, "final_loss": None, "params": policy.num_params(), "demos": 0,
                       "checkpoint": cfg.init.checkpoint, "skipped_data_lines": getattr(task, "skipped_lines", 0)}
+        elif phase == "init" and cfg.policy.backend != "tiny" and not cfg.init.sft.steps:
+            policy = make_policy(cfg, seed=stable_seed(cfg.seed, "model"))
+            echo(f"[init] {policy.num_params() / 1e6:.1f}M-parameter pretrained model from {cfg.policy.path} "
+                 f"({cfg.policy.backend}; no SFT: init.sft.steps = 0)")
+            run.save_checkpoint(policy, phase)
+            result = {"train_tokens": 0, "final_loss": None, "params": policy.num_params(), "demos": 0,
+                      "pretrained": cfg.policy.path, "skipped_data_lines": getattr(task, "skipped_lines", 0)}
         elif phase == "init":
-            policy = TinyPolicy(cfg.model, seed=stable_seed(cfg.seed, "model"), dtype=cfg.policy.dtype,
-                                batch_size=cfg.policy.batch_size)
-            echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter transformer, SFT on {cfg.init.demos} "
-                 f"{task.name} demonstrations for {cfg.init.sft.steps} steps")
+            policy = make_policy(cfg, seed=stable_seed(cfg.seed, "model"))
+            echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter {'transformer' if cfg.policy.backend == 'tiny' else 'model'}"
+                 f", SFT on {cfg.init.demos} {task.name} demonstrations for {cfg.init.sft.steps} steps")
             demos = []
             for p in task.problems("train", cfg.init.demos, cfg.seed):
                 d = task.demonstration(p)

@@ -327,6 +327,25 @@ class HFPolicy:
     def weights_changed(self) -> None:
         """Nothing to do: this backend keeps no keys/values across calls."""
 
+    def load_weights(self, path: str | Path) -> None:
+        """Load, in place, the trained weights that `save` wrote to `path` (the adapter with LoRA, else
+        the whole model); used to continue a phase from its last save."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        name = "adapter_model.safetensors" if self.lora else "model.safetensors"
+        if not (path / name).is_file():
+            raise PolicyLoadError(f"{path}: no {name} to load into this policy")
+        state = load_file(str(path / name), device=str(self.device))
+        if self.lora:
+            _peft().set_peft_model_state_dict(self.model, state)
+            return
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        tied = {k for k in missing if k.endswith("lm_head.weight")}  # tied to the embeddings: not saved
+        if set(missing) - tied or unexpected:
+            raise PolicyLoadError(f"{path / name}: weights do not fit this model (missing {sorted(set(missing) - tied)[:3]}, "
+                                  f"unexpected {sorted(unexpected)[:3]})")
+
     def num_params(self) -> int:
         """All parameters of the model (base and adapter), as used for FLOP counts."""
         return sum(p.numel() for p in self.model.parameters())

@@ -11,10 +11,11 @@ reasoning-gym itself promises nothing about overlap between datasets built with 
 the pools are made disjoint here: repeated questions are kept once, and every question of the test
 pool is removed from the train pool (the train pool can thus be a little smaller than `size`).
 
-Prompts are `Q: <question>\\n`; the question may contain characters the built-in character
-tokenizer rejects (it knows printable ASCII only), so pick datasets whose text is plain ASCII or use
-another tokenizer. `meta` holds the question, the dataset name and the whole reasoning-gym entry,
-which `verify` hands back to the dataset's own scorer.
+Prompts are `Q: <question>\\n`, plus the `instruction` line if one is set; the question may contain
+characters the built-in character tokenizer rejects (it knows printable ASCII only), so pick
+datasets whose text is plain ASCII or use another tokenizer (a Hugging Face model's). `meta` holds
+the question, the dataset name and the whole reasoning-gym entry, which `verify` hands back to the
+dataset's own scorer.
 
 Answers. The answer is the content of the first `A: ` line; when the gold answer spans k lines
 (grids, matrices) the k - 1 lines after the answer line belong to it too. `verify` falls back to
@@ -62,6 +63,9 @@ class GymConfig:
     """Entries generated per split (the pool that `problems` draws from)."""
     options: str = ""
     """JSON object of extra settings for the dataset's config, e.g. '{"min_terms": 2}'; empty for none."""
+    instruction: str = ""
+    """A line added after the question, e.g. "Reply in the form 'A: <number>'." for a pretrained chat
+    model that has not learnt ponder's answer format; empty for none."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -141,7 +145,8 @@ class ReasoningGymTask(BaseTask):
             answer = entry.get("answer")
             pool.append(Problem(
                 id=f"gym:{cfg.dataset}:{split}:{i}",
-                prompt=f"Q: {question.strip()}\n",
+                prompt=f"Q: {question.strip()}\n" + (f"{self.config.instruction.strip()}\n"
+                                                       if self.config.instruction.strip() else ""),
                 answer="" if answer is None else str(answer),
                 meta={"question": question, "dataset": cfg.dataset, "entry": entry},
             ))
