@@ -11,6 +11,7 @@ from ponder.tasks.arithmetic import Arithmetic, ArithmeticConfig
 from ponder.tasks.base import BaseTask, Task, TaskError, join_steps, split_steps
 from ponder.tasks.countdown import Countdown, CountdownConfig
 from ponder.tasks.gym import GymConfig, ReasoningGymTask
+from ponder.tasks.humaneval import HumanEval, HumanEvalConfig
 from ponder.tasks.jsonl import JsonlConfig, JsonlTask
 
 TASKS: dict[str, type] = {}
@@ -26,6 +27,7 @@ register(Arithmetic)
 register(Countdown)
 register(JsonlTask)
 register(ReasoningGymTask)
+register(HumanEval)
 
 
 def make_task(name: str, config: object | None = None) -> Task:
@@ -49,3 +51,4 @@ __all__ = [
     "split_steps",
 ]
 __all__ += ["Countdown", "CountdownConfig", "GymConfig", "JsonlConfig", "JsonlTask", "ReasoningGymTask"]
+__all__ += ["HumanEval", "HumanEvalConfig"]
