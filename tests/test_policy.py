@@ -358,3 +358,21 @@ def test_prompts_with_different_room_share_a_batch(tiny_policy):
     out = tiny_policy.generate(["x" * 60] + ["y" * 10] * 4, Sampling(n=1, temperature=1.0, max_new_tokens=20, seed=0))
     assert len(out[0][0].token_ids) <= tiny_policy.room("x" * 60) + 1
     assert all(len(g[0].token_ids) <= 20 for g in out)
+
+
+def test_each_batch_of_a_seeded_call_samples_on_its_own_seed():
+    """A worker given batch k of a call alone (seeded `batch_seed(seed, k)`) samples exactly what the
+    whole call samples for it: what distributed generation relies on."""
+    from ponder.policy.base import batch_seed
+
+    policy = make_tiny_policy()
+    policy.batch_size = 6  # 3 prompts of 2 samples per batch
+    prompts = [f"Q: {a}+{a + 1}\n" for a in range(8)]
+    s = Sampling(n=2, temperature=1.0, max_new_tokens=10, seed=123)
+    assert policy.prompts_per_batch(s) == 3
+    whole = policy.generate(prompts, s)
+    for k, start in enumerate(range(0, 8, 3)):
+        alone = policy.generate(prompts[start : start + 3], Sampling(n=2, temperature=1.0, max_new_tokens=10,
+                                                                      seed=batch_seed(123, k)))
+        assert [[x.token_ids for x in g] for g in alone] == [[x.token_ids for x in g] for g in whole[start:start + 3]]
+    assert batch_seed(123, 0) == 123 and len({batch_seed(123, k) for k in range(50)}) == 50

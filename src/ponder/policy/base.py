@@ -6,6 +6,7 @@ the same methods, so searchers and learners never know which one they hold.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -13,6 +14,16 @@ from typing import Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from ponder.types import Sample, Sampling
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch `index` of a seeded `generate` call: batch 0 uses the call's seed itself, so a
+    call that fits one batch is seeded by `seed`, and a worker given batch k alone with
+    `batch_seed(seed, k)` samples what the whole call samples for it."""
+    if index == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 @runtime_checkable

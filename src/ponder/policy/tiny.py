@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ponder.policy.base import batch_seed
 from ponder.policy.prefix_cache import PrefixCache
 from ponder.policy.tokenizer import BOS, PAD, CharTokenizer
 from ponder.policy.transformer import KVCache, ModelConfig, Transformer
@@ -122,20 +123,27 @@ class TinyPolicy:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Sample]]:
-        gen = self.generator if sampling.seed is None else torch.Generator().manual_seed(sampling.seed)
         encoded = [[self.tokenizer.bos_id] + self.tokenizer.encode(p) for p in prompts]
-        per_batch = max(1, self.batch_size // sampling.n)
+        per_batch = self.prompts_per_batch(sampling)
         out: list[list[Sample]] = []
         was_training = self.model.training
         self.model.eval()
         if self.prefix_cache is not None:
             self._check_prefix_cache()
         try:
-            for i in range(0, len(encoded), per_batch):
+            for c, i in enumerate(range(0, len(encoded), per_batch)):
+                # a seeded call draws each batch from its own seed, so the samples of a batch do not depend
+                # on the batches before it: workers that each take some batches sample the same tokens
+                gen = self.generator if sampling.seed is None else \
+                    torch.Generator().manual_seed(batch_seed(sampling.seed, c))
                 out.extend(self._generate_batch(encoded[i : i + per_batch], sampling, gen))
         finally:
             self.model.train(was_training)
         return out
+
+    def prompts_per_batch(self, sampling: Sampling) -> int:
+        """Prompts whose `sampling.n` samples decode together in one batch."""
+        return max(1, self.batch_size // sampling.n)
 
     def room(self, prompt: str) -> int:
         """Tokens that can still be generated after `prompt` before the model's context is full."""
