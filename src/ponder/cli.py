@@ -52,9 +52,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_atomic(run.path / "config.toml", to_toml(to_dict(cfg)))
         write_json(run.path / "config.json", to_dict(cfg))
     print(f"run directory: {run.path}", file=sys.stderr)
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if args.ray_address and not args.workers:
+        raise ConfigError("--ray-address needs --workers N (how many policy copies to start on the cluster)")
+    if args.workers and cfg.policy.backend != "tiny":
+        raise ConfigError(f"--workers fans out the built-in engine; backend {cfg.policy.backend!r} scales with its own "
+                          "devices (use backend 'vllm' on GPUs)")
     install_handlers()
     try:
-        run_loop(cfg, run, task=task, progress=not args.quiet, echo=lambda s: print(s, file=sys.stderr))
+        run_loop(cfg, run, task=task, progress=not args.quiet, echo=lambda s: print(s, file=sys.stderr),
+                 workers=args.workers, ray_address=args.ray_address)
     except Interrupted as e:
         print(f"\nponder: stopped during {e}; progress is saved. Continue with:\n"
               f"  ponder run --resume {run.path}", file=sys.stderr)
@@ -118,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="overwrite an existing run directory of the same name")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished phase")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="fan generation and verification out over N Ray workers, each holding a policy copy "
+                        "(0: in process; same seed, same results)")
+    r.add_argument("--ray-address", metavar="ADDR",
+                   help="connect to this Ray cluster (e.g. auto or ray://host:10001) instead of starting one locally")
     r.set_defaults(fn=cmd_run)
 
     rep = sub.add_parser("report", help="rebuild summary.json, plots and report.html of a run")

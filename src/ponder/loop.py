@@ -22,6 +22,7 @@ from ponder.learn.sft import Checkpointing, train_sft
 from ponder.policy.factory import load_policy, make_policy
 from ponder.policy.tiny import PolicyLoadError, TinyPolicy
 from ponder.reward.pipeline import RewardData, collect, evaluate_reward_models, load_model, train_models
+from ponder.reward.verifier import VerifierReward
 from ponder.runs import Run
 from ponder.search.scaling import compute_optimal, estimate_difficulty, sweep
 from ponder.tasks import make_task
@@ -120,17 +121,18 @@ def _checkpointing(run: Run, policy, phase: str, every: int) -> Checkpointing:
                          resume=resume)
 
 
-def _learn_phase(run: Run, cfg: RunConfig, policy, task, phase: str, progress: bool) -> dict:
+def _learn_phase(run: Run, cfg: RunConfig, policy, task, phase: str, progress: bool, verifier) -> dict:
     """One learning round of the recipe's learner, in place on `policy`. An offline learner's data is
     kept in the run, so a resumed round trains on it without searching again."""
     lc, seed = cfg.learn, stable_seed(cfg.seed, phase)
     problems = task.problems("train", lc.problems, seed)
     if not lc.offline:
-        return online_round(policy, task, problems, lc, seed=seed, phase=phase, log=run.log, progress=progress)
+        return online_round(policy, task, problems, lc, seed=seed, phase=phase, log=run.log, progress=progress,
+                            reward=verifier)
     prm = load_model(prm_dir(run)) if lc.learner == "distill" else None
     saved = run.load_phase_data(phase)
     if saved is None:
-        data, stats = search_half(policy, task, problems, lc, seed=seed, phase=phase, prm=prm)
+        data, stats = search_half(policy, task, problems, lc, seed=seed, phase=phase, prm=prm, reward=verifier)
         saved = {"data": data, "stats": stats, "metrics_before": run.state["metrics_lines"]}
         run.save_phase_data(phase, saved)
     if run.state["metrics_lines"] == saved["metrics_before"]:  # its line is not in the log yet
@@ -156,14 +158,38 @@ def _policy_from_checkpoint(cfg: RunConfig) -> TinyPolicy:
 
 
 def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bool = True,
-             echo: Callable[[str], None] = print) -> dict:
+             echo: Callable[[str], None] = print, workers: int = 0, ray_address: str | None = None) -> dict:
     """Run (or resume) every phase of the recipe in `run`; returns the state's results. `task` is the
-    recipe's task if the caller already built it."""
+    recipe's task if the caller already built it. With `workers`, generation and verification fan out
+    over that many Ray workers (`ponder.distributed`); the results are the same as in process."""
     task = task or make_task(cfg.task["name"], cfg.task_config())
+    if not workers:
+        return _phases(cfg, run, task, progress, echo, place=lambda p: p, verifier=VerifierReward(task))
+    from ponder.distributed import RayPolicy, RayVerifier, start_ray, stop_ray
+
+    start_ray(workers, ray_address)
+    placed: list = []
+
+    def place(policy):
+        placed.append(RayPolicy(getattr(policy, "local", policy), workers=workers))
+        return placed[-1]
+
+    try:
+        return _phases(cfg, run, task, progress, echo, place=place,
+                       verifier=RayVerifier(VerifierReward(task), workers=workers))
+    finally:
+        for p in placed:
+            p.close()
+        stop_ray()
+
+
+def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable[[str], None], *,
+            place: Callable, verifier) -> dict:
     test_problems = task.problems("test", cfg.eval.problems, cfg.seed)
     policy = None
     if run.state.get("last_checkpoint"):
-        policy = load_policy(cfg, run.checkpoint_dir(run.state["last_checkpoint"]), seed=stable_seed(cfg.seed, "model"))
+        policy = place(load_policy(cfg, run.checkpoint_dir(run.state["last_checkpoint"]),
+                                   seed=stable_seed(cfg.seed, "model")))
     if run.state["done"] or run.state.get("partial"):
         where = f"after phase {run.state['done'][-1]}" if run.state["done"] else "from the start"
         echo(f"resuming {run.path} {where}" + (f" (phase {run.state['partial']['phase']} from its last save)"
@@ -174,20 +200,20 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
         torch.manual_seed(stable_seed(cfg.seed, phase, "torch"))
         t0 = time.perf_counter()
         if phase == "init" and cfg.init.checkpoint:
-            policy = _policy_from_checkpoint(cfg)
+            policy = place(_policy_from_checkpoint(cfg))
             run.save_checkpoint(policy, phase)
             echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter transformer from {cfg.init.checkpoint}")
             result = {"train_tokens": 0, "final_loss": None, "params": policy.num_params(), "demos": 0,
                       "checkpoint": cfg.init.checkpoint, "skipped_data_lines": getattr(task, "skipped_lines", 0)}
         elif phase == "init" and cfg.policy.backend != "tiny" and not cfg.init.sft.steps:
-            policy = make_policy(cfg, seed=stable_seed(cfg.seed, "model"))
+            policy = place(make_policy(cfg, seed=stable_seed(cfg.seed, "model")))
             echo(f"[init] {policy.num_params() / 1e6:.1f}M-parameter pretrained model from {cfg.policy.path} "
                  f"({cfg.policy.backend}; no SFT: init.sft.steps = 0)")
             run.save_checkpoint(policy, phase)
             result = {"train_tokens": 0, "final_loss": None, "params": policy.num_params(), "demos": 0,
                       "pretrained": cfg.policy.path, "skipped_data_lines": getattr(task, "skipped_lines", 0)}
         elif phase == "init":
-            policy = make_policy(cfg, seed=stable_seed(cfg.seed, "model"))
+            policy = place(make_policy(cfg, seed=stable_seed(cfg.seed, "model")))
             echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter {'transformer' if cfg.policy.backend == 'tiny' else 'model'}"
                  f", SFT on {cfg.init.demos} {task.name} demonstrations for {cfg.init.sft.steps} steps")
             demos = []
@@ -215,7 +241,7 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
             result = _eval_phase(run, cfg, policy, task, test_problems, phase, progress)
             echo(f"[{phase}] greedy accuracy {result['greedy_accuracy']:.1%}")
         else:
-            result = _learn_phase(run, cfg, policy, task, phase, progress)
+            result = _learn_phase(run, cfg, policy, task, phase, progress, verifier)
             run.save_checkpoint(policy, phase)
             extra = (f"kept {result['kept']}, " if "kept" in result else "") + \
                 (f"reward {result['reward_first']:.2f} -> {result['final_reward']:.2f}, " if "final_reward" in result

@@ -187,7 +187,7 @@ def ppo_targets(rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float, 
 def critic_values(policy, head: ValueHead, rollout: Rollout, r: Sequence[int], *, grad: bool) -> Tensor:
     """The value head on micro-batch rows `r` (b, T); the trunk gets gradients only with `grad`."""
     with torch.set_grad_enabled(grad):
-        hidden = completion_states(policy, *rollout.rows(r), hidden=True)[0]
+        hidden = completion_states(policy, *rollout.rows(r)[:3], hidden=True)[0]
     return head(hidden)
 
 

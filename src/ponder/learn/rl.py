@@ -150,6 +150,8 @@ class Rollout:
     sample_logp: list[tuple[float, ...]]
     rewards: Tensor
     cost: Cost
+    token_ids: list[tuple[int, ...]] = field(default_factory=list)
+    """The sampled ids (end token included), for policies that score ids (`logprobs_of_ids`)."""
     old: list[Tensor] = field(default_factory=list)
     masks: list[Tensor] = field(default_factory=list)
     ref: list[Tensor] = field(default_factory=list)
@@ -157,8 +159,9 @@ class Rollout:
     kl_ref: float | None = None
     gap: float = 0.0
 
-    def rows(self, r: Sequence[int]) -> tuple[list[str], list[str], list[bool]]:
-        return [self.prompts[i] for i in r], [self.texts[i] for i in r], [self.eos[i] for i in r]
+    def rows(self, r: Sequence[int]) -> tuple[list[str], list[str], list[bool], list[tuple[int, ...]] | None]:
+        ids = [self.token_ids[i] for i in r] if self.token_ids else None
+        return [self.prompts[i] for i in r], [self.texts[i] for i in r], [self.eos[i] for i in r], ids
 
     def length_mask(self) -> Tensor:
         return (torch.arange(max(self.lengths))[None, :] < torch.tensor(self.lengths)[:, None]).float()
@@ -180,7 +183,7 @@ def sample_rollout(policy: Policy, reward: OutcomeReward, problems: Sequence[Pro
     rewards = torch.tensor(reward.score([p for p, _ in flat], [s.text for _, s in flat]), dtype=torch.float32)
     return Rollout([p.prompt for p, _ in flat], [s.text for _, s in flat], [s.finish == "eos" for _, s in flat],
                    [len(s.token_ids) for _, s in flat], [s.logprobs for _, s in flat], rewards,
-                   Cost.total(s.cost for _, s in flat))
+                   Cost.total(s.cost for _, s in flat), token_ids=[tuple(s.token_ids) for _, s in flat])
 
 
 def completion_states(policy, prompts: Sequence[str], texts: Sequence[str], eos: Sequence[bool], *,
@@ -205,12 +208,17 @@ def completion_states(policy, prompts: Sequence[str], texts: Sequence[str], eos:
     return states, ids.gather(1, index + 1) * mask.long(), mask
 
 
-def score_completions(policy, prompts: Sequence[str], texts: Sequence[str], eos: Sequence[bool], *,
-                      entropy: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+def score_completions(policy, prompts: Sequence[str], texts: Sequence[str], eos: Sequence[bool],
+                      token_ids: Sequence[Sequence[int]] | None = None, *, entropy: bool = False
+                      ) -> tuple[Tensor, Tensor, Tensor | None]:
     """(logp, mask, per-token entropy or None), all (B, T): the log-probs of each completion, EOS
     scored only on rows that ended with it (a truncated sample is scored as sampled). A built-in
-    engine is run directly, which also gives the entropy (no gradient); any other policy goes
-    through `Policy.logprobs`, once per EOS flag, and gives no entropy. logp is differentiable."""
+    engine is run directly, which also gives the entropy (no gradient); a policy that scores token
+    ids (`logprobs_of_ids`, the Hugging Face backend) gets the sampled `token_ids`; any other goes
+    through `Policy.logprobs`, once per EOS flag. Only the built-in engine gives the entropy. logp is
+    differentiable."""
+    if token_ids is not None and hasattr(policy, "logprobs_of_ids"):
+        return *policy.logprobs_of_ids(prompts, token_ids), None
     if hasattr(policy, "tokenizer") and hasattr(getattr(policy, "model", None), "hidden"):
         logits, targets, mask = completion_states(policy, prompts, texts, eos)
         with torch.no_grad():

@@ -74,14 +74,15 @@ class LearnConfig:
         return self.learner in OFFLINE
 
 
-def search_half(policy, task: Task, problems, cfg: LearnConfig, *, seed: int, phase: str, prm=None
+def search_half(policy, task: Task, problems, cfg: LearnConfig, *, seed: int, phase: str, prm=None, reward=None
                 ) -> tuple[object, dict]:
-    """What an offline learner's round learns from: (data to save in the run, stats)."""
+    """What an offline learner's round learns from: (data to save in the run, stats). `reward` scores
+    samples (None: the task's verifier)."""
     if cfg.learner == "distill":
         data, stats = distill.search_round(policy, prm, task, problems, cfg.distill, seed=seed)
         return data, {"phase": phase, **stats}
-    return expert_iteration.sample_round(policy, VerifierReward(task), problems, cfg.expert_iteration, seed=seed,
-                                         phase=phase)
+    return expert_iteration.sample_round(policy, reward or VerifierReward(task), problems, cfg.expert_iteration,
+                                         seed=seed, phase=phase)
 
 
 def learn_half(policy, data, stats: dict, cfg: LearnConfig, *, seed: int, phase: str, prm=None,
@@ -97,11 +98,11 @@ def learn_half(policy, data, stats: dict, cfg: LearnConfig, *, seed: int, phase:
 
 
 def online_round(policy, task: Task, problems, cfg: LearnConfig, *, seed: int, phase: str,
-                 log: Callable[[dict], None] | None = None, progress: bool = True) -> dict:
+                 log: Callable[[dict], None] | None = None, progress: bool = True, reward=None) -> dict:
     """One round of an on-policy learner, in place; returns its figures (no per-step history: the
-    steps are in the run's metrics log)."""
+    steps are in the run's metrics log). `reward` scores samples (None: the task's verifier)."""
     if cfg.learner == "dpo":
-        out = iterative_dpo(policy, None, task, problems, cfg.dpo, cfg.dpo_iterations, seed=seed, log=log,
+        out = iterative_dpo(policy, reward, task, problems, cfg.dpo, cfg.dpo_iterations, seed=seed, log=log,
                             progress=progress, phase=phase)
         hist = out["history"]
         return {"iterations": cfg.dpo_iterations, "pairs": sum(h["pairs"] for h in hist),
@@ -109,9 +110,9 @@ def online_round(policy, task: Task, problems, cfg: LearnConfig, *, seed: int, p
                 "sample_flops": out["sample_flops"], "train_tokens": out["train_tokens"],
                 "train_steps": sum(h.get("steps", 0) for h in hist)}
     if cfg.learner == "ppo":
-        out = train_ppo(policy, None, task, problems, cfg.ppo, seed=seed, log=log, progress=progress, phase=phase)
+        out = train_ppo(policy, reward, task, problems, cfg.ppo, seed=seed, log=log, progress=progress, phase=phase)
     else:
-        out = train_rl(policy, None, task, problems, replace(cfg.rl, advantage=cfg.learner), seed=seed, log=log,
+        out = train_rl(policy, reward, task, problems, replace(cfg.rl, advantage=cfg.learner), seed=seed, log=log,
                        progress=progress, phase=phase)
     hist = out["history"]
     entropy = [h["entropy"] for h in hist if h.get("entropy") is not None]

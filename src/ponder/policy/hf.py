@@ -387,9 +387,19 @@ class HFPolicy:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         tok = self.tokenizer
-        p_ids = [self.prompt_ids(p) for p in prompts]
         c_ids = [list(tok(c, add_special_tokens=False)["input_ids"]) + ([self.eos_id] if eos else [])
                  for c in completions]
+        return self.logprobs_of_ids(prompts, c_ids)
+
+    def logprobs_of_ids(self, prompts: Sequence[str], completion_ids: Sequence[Sequence[int]]
+                        ) -> tuple[Tensor, Tensor]:
+        """`logprobs` of completions given as token ids (an end token included where sampled): what
+        learners use to score exactly the tokens that were sampled, since a BPE tokenizer need not
+        re-encode a decoded sample to the same ids."""
+        if len(prompts) != len(completion_ids):
+            raise ValueError(f"{len(prompts)} prompts but {len(completion_ids)} completions")
+        p_ids = [self.prompt_ids(p) for p in prompts]
+        c_ids = [list(c) for c in completion_ids]
         lens = [len(p) + len(c) for p, c in zip(p_ids, c_ids)]
         if lens and max(lens) > self.max_seq_len:
             raise ValueError(f"a prompt + completion of {max(lens)} tokens exceeds max_seq_len={self.max_seq_len}")

@@ -1,0 +1,623 @@
+"""A vLLM backend behind the `Policy` protocol, for GPU machines (`[policy] backend = "vllm"`).
+
+vLLM samples; a trainable `HFPolicy` copy of the same model, on the same GPU (`device`, `auto` is
+cuda), does everything else: `logprobs`, `parameters`, `train`, `save` and `load_weights` are the HF
+copy's, so learners train it exactly as they train the "hf" backend, and checkpoints are "hf"
+checkpoints (a run saved with one backend loads with the other).
+
+How weights flow. The engine starts from the model directory itself, or, when the HF copy is not a
+plain directory (a .gguf file, dequantized by transformers; a saved LoRA adapter), from a merged
+copy exported to a temporary directory. Learners call `weights_changed()` after their updates (SFT
+and distillation do not, so `generate` also watches the parameters' in-place version counters, which
+every optimizer step and `load_state_dict` bump). The next `generate` then pushes the HF copy's
+current weights into the engine, by the first mechanism that works:
+  1. "direct": the engine's model object, reachable when the engine runs in this process
+     (`llm.llm_engine.model_executor.driver_worker[.worker].model_runner`, V0 and in-process V1;
+     also via `llm_engine.engine_core.engine_core`), gets `model.load_weights(iter(state.items()))`
+     with the GPU tensors as they are. This is why `VLLM_ENABLE_V1_MULTIPROCESSING` defaults to 0
+     here (set before vLLM is imported, unless already set): V1 otherwise runs the engine in a
+     child process, where this process cannot reach the model.
+  2. "rpc": `llm.collective_rpc(fn, args=(state on CPU,))`, which runs `fn(worker, state)` in each
+     worker. With a multi-process engine, recent vLLM versions send a function to the workers only
+     when `VLLM_ALLOW_INSECURE_SERIALIZATION=1`, and the state dict travels through the engine's
+     message queue (slow for big models).
+  3. "rebuild": save the merged model to a fresh temporary directory, shut the engine down and
+     start a new one on it (tens of seconds to minutes, and vLLM does not always give all its GPU
+     memory back); a warning says when it comes to this.
+A mechanism that fails is not tried again. After an in-place push the engine's prefix cache, whose
+keys and values the old weights computed, is reset.
+With LoRA the adapter is merged out of place: for each LoRA layer the pushed weight is
+`W + get_delta_weight()`, computed on a copy of the adapted weights only, so the trained adapter and
+the frozen base are never modified (no merge / unmerge round trips accumulating bf16 rounding). vLLM's
+own LoRA support (`LoRARequest`) is not used: it would need `enable_lora`, a rank cap, and an
+adapter written to disk with a new id after every update.
+
+Sampling. Each distinct prompt of a call is one request for all its samples (`n` x its
+occurrences), so vLLM encodes it once; prompts are token ids from the HF copy's tokenizer (chat
+template applied as in `HFPolicy`). `max_tokens` is `min(max_new_tokens, room)`. With a
+`Sampling.seed`, distinct prompt k is seeded `batch_seed(seed, k)` (vLLM V1 seeds sample j of a
+request `seed + j`); without one the engine's generator, seeded when the engine starts, is used.
+At temperature 0 one greedy sample is drawn per distinct prompt and copied; the copies cost nothing.
+Steps: `stop=["\\n"]` with `include_stop_str_in_output=True`; vLLM stops at the token whose text
+brings the newline, as `HFPolicy` does. Stop ids are the HF copy's (`stop_token_ids`), so both
+backends end samples on the same tokens. Finish: "step" when vLLM stopped on the newline string,
+"eos" when it stopped on an end token, "length" otherwise. A sample's text is the HF tokenizer's
+decoding of its token ids (end tokens dropped), whole last token included, as in `HFPolicy`.
+
+Log-probs. The protocol wants the sampled tokens' untempered log-probs. vLLM's V1 sampler reports
+log-probs of the raw logits (before temperature, penalties and top-p), and vLLM >= 0.10 says so
+with `logprobs_mode="raw_logprobs"`, which is requested when the engine accepts it. vLLM's V0
+sampler reports them after temperature and top-p, so on V0 they are used only where that changes
+nothing (temperature 0 or 1 with top_p 1); elsewhere, and for any sample whose log-probs vLLM did
+not return in full, they are recomputed by the HF copy in batched forwards over the exact token
+ids. vLLM's kernels (bf16, fused, batch-dependent) differ from the HF copy's, so its log-probs
+differ from `logprobs` by more than float rounding; the learners take their ratios' denominators
+from `logprobs` anyway, and log the gap (`logp_gap`).
+
+Costs, counted as in `HFPolicy`: tokens_generated per sample; tokens_encoded, the prompt less the
+tokens vLLM's prefix cache served (`RequestOutput.num_cached_tokens`, where reported), on the first
+sample of each distinct prompt; FLOPs 2 x parameters per token plus attention; policy_calls, on the
+first sample of the call, the longest sample's length (one prefill plus one decoding step per
+further token; vLLM's scheduler may split the work into more steps).
+
+Deviations and caveats:
+- This module was written against the vLLM API (V0 engines of 0.6 - 0.8, V1 up to 0.11) but is
+  not run in this repository's CI, which has no GPU; its tests cover the vLLM-free parts with fakes.
+- The pad, BOS and unknown tokens are not banned from sampling as in `HFPolicy`.
+- The GPU holds two copies of the weights. The engine is started before the HF copy moves to the
+  GPU, and takes `gpu_memory_utilization` of it (weights and KV cache); the rest is left to
+  training. A rebuild starts an engine next to the HF copy, optimizer and all.
+- Seeded calls give the same samples only up to vLLM's batch-dependent float differences.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import inspect
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ponder.policy.base import batch_seed
+from ponder.policy.factory import hf_settings
+from ponder.policy.hf import HFConfig, HFPolicy, _first_line
+from ponder.policy.tiny import PolicyLoadError
+from ponder.types import Cost, Sample, Sampling
+
+INSTALL_HINT = ("backend 'vllm' needs vLLM on a CUDA machine: pip install vllm (not installable on CPU-only "
+                "machines); use backend = 'hf' here")
+PUSH_KINDS = ("direct", "rpc", "rebuild")
+STEP_STOP = "\n"
+_RUNNER_PATHS = (  # where engines of different versions keep the model runner, when it lives in this process
+    ("llm_engine", "model_executor", "driver_worker", "worker", "model_runner"),
+    ("llm_engine", "model_executor", "driver_worker", "model_runner"),
+    ("llm_engine", "engine_core", "engine_core", "model_executor", "driver_worker", "worker", "model_runner"),
+)
+
+
+def _import_vllm():
+    """The vllm module, or PolicyLoadError saying how to get it."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # keep the engine in this process: see above
+    try:
+        import vllm
+    except (ImportError, OSError, RuntimeError) as e:  # OSError / RuntimeError: a broken CUDA install
+        raise PolicyLoadError(f"{INSTALL_HINT} ({_first_line(e)})") from None
+    return vllm
+
+
+def _require_cuda() -> None:
+    if not torch.cuda.is_available():
+        raise PolicyLoadError("backend 'vllm' needs a CUDA GPU, and torch sees none (torch.cuda.is_available() "
+                              "is False); use backend = 'hf' here")
+
+
+# -- pure pieces: sampling settings, output conversion, costs (tested with fakes, no vLLM) ---------
+
+
+def sampling_kwargs(sampling: Sampling, *, n: int, max_tokens: int, seed: int | None, stop_ids: Sequence[int]
+                    ) -> dict[str, Any]:
+    """The keyword arguments of `vllm.SamplingParams` for one request of `n` samples."""
+    kw: dict[str, Any] = {"n": n, "temperature": sampling.temperature,
+                          "top_p": 1.0 if sampling.temperature == 0 else sampling.top_p,
+                          "max_tokens": max_tokens, "seed": seed, "logprobs": 0,  # 0: the sampled token's only
+                          "stop_token_ids": list(stop_ids)}
+    if sampling.stop_at_step:
+        kw |= {"stop": [STEP_STOP], "include_stop_str_in_output": True}
+    return kw
+
+
+def finish_of(completion) -> str:
+    """"eos", "step" or "length" for a vLLM CompletionOutput: a stop on a string (only the step
+    newline is asked for) is a step; a stop on a token (EOS: stop_reason None; a stop id: that id)
+    is an end."""
+    if completion.finish_reason == "stop":
+        return "step" if isinstance(completion.stop_reason, str) else "eos"
+    return "length"
+
+
+def completion_logprobs(completion) -> tuple[float, ...] | None:
+    """The sampled tokens' log-probs from a CompletionOutput (`logprobs[t]` maps token id to a
+    `Logprob` or a float), or None when any is missing or not a number."""
+    table, ids = completion.logprobs, completion.token_ids
+    if table is None or len(table) != len(ids):
+        return None
+    out = []
+    for tok, entry in zip(ids, table):
+        if not isinstance(entry, Mapping) or tok not in entry:
+            return None
+        value = entry[tok]
+        value = float(getattr(value, "logprob", value))
+        if math.isnan(value):
+            return None
+        out.append(value)
+    return tuple(out)
+
+
+def sample_flops(n_params: int, per_layer: float, *, generated: int, prompt_len: int, encoded: int) -> float:
+    """FLOPs of encoding the last `encoded` tokens of a `prompt_len`-token prompt (the others served
+    by a cache) and of generating `generated` tokens after it: 2 x parameters per token, plus
+    `per_layer` (4 x layers x width) per attended position."""
+    cached = prompt_len - encoded
+    prefill = 2.0 * n_params * encoded + per_layer * (encoded * cached + encoded * (encoded + 1) / 2)
+    decode = 2.0 * n_params * generated + per_layer * (generated * prompt_len + generated * (generated - 1) / 2)
+    return prefill + decode
+
+
+def to_samples(completions: Sequence, *, copies: int, prompt_len: int, cached: int, stop_ids: Collection[int],
+               eos_id: int, decode: Callable[[list[int]], str], n_params: int, per_layer: float,
+               policy_calls: int = 0, logprobs_ok: bool = True) -> list[Sample]:
+    """The `copies` Samples of one distinct prompt from its vLLM CompletionOutputs: one per copy, or a
+    single greedy one copied (the copies cost nothing). The first sample carries the prompt's
+    encoding and `policy_calls`. A sample whose log-probs are not usable (`logprobs_ok` False, or
+    vLLM's incomplete) gets `logprobs=()`, for the caller to fill in."""
+    if len(completions) not in (1, copies):
+        raise ValueError(f"expected {copies} completions (or 1 greedy one), got {len(completions)}")
+    encoded = prompt_len - min(max(cached, 0), prompt_len - 1)  # at least the last prompt token is run
+    stop = set(stop_ids)
+    out: list[Sample] = []
+    for j, c in enumerate(completions):
+        ids = [int(t) for t in c.token_ids]
+        finish = finish_of(c)
+        lps = completion_logprobs(c) if logprobs_ok else None
+        if finish == "eos" and (not ids or ids[-1] not in stop):  # an engine that drops the end token
+            ids, lps = [*ids, eos_id], None
+        first = j == 0
+        enc = encoded if first else 0
+        cost = Cost(tokens_generated=len(ids), tokens_encoded=enc, policy_calls=policy_calls if first else 0,
+                    flops=sample_flops(n_params, per_layer, generated=len(ids), prompt_len=prompt_len, encoded=enc))
+        out.append(Sample(text=decode([x for x in ids if x not in stop]), token_ids=tuple(ids),
+                          logprobs=lps if lps is not None else (), finish=finish, cost=cost))
+    if len(out) < copies:  # greedy: the same sample, drawn once
+        out += [replace(out[0], cost=Cost()) for _ in range(copies - 1)]
+    return out
+
+
+def engine_logprobs_untempered(*, raw: bool, temperature: float, top_p: float) -> bool:
+    """Whether the engine's sampled-token log-probs are the untempered policy's: always with raw
+    log-probs (V1, `logprobs_mode="raw_logprobs"`); on V0, only where temperature and top-p change
+    nothing."""
+    return raw or (temperature in (0.0, 1.0) and top_p == 1.0)
+
+
+# -- weights: merged state dict, export, push ----------------------------------------------------
+
+
+def _is_peft(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+@torch.no_grad()
+def merged_state_dict(model) -> dict[str, Tensor]:
+    """The weights to serve, under the base model's own names: the model's state dict, or for a peft
+    LoRA model the base weights with each LoRA layer's delta added out of place (the model is left
+    as it is; only the adapted weights are copied)."""
+    if not _is_peft(model):
+        return dict(model.state_dict())
+    base = model.get_base_model()
+    deltas: dict[str, Tensor] = {}
+    for name, module in base.named_modules():
+        if not (hasattr(module, "base_layer") and hasattr(module, "get_delta_weight")) or getattr(module, "merged", False):
+            continue
+        tables = [getattr(module, "lora_A", {}), getattr(module, "lora_embedding_A", {})]
+        active = [a for a in getattr(module, "active_adapters", []) if any(a in t for t in tables)]
+        if active:
+            deltas[f"{name}.base_layer.weight"] = sum(module.get_delta_weight(a) for a in active)
+    out: dict[str, Tensor] = {}
+    for key, value in base.state_dict().items():
+        if ".lora_" in key:
+            continue
+        if key in deltas:
+            value = value + deltas[key].to(value.dtype)
+        out[key.replace(".base_layer.", ".")] = value
+    return out
+
+
+def _core(model):
+    return model.get_base_model() if _is_peft(model) else model
+
+
+def export_model(hf: HFPolicy, directory: str | Path) -> Path:
+    """Write the HF copy, LoRA merged, as a plain Hugging Face directory that vLLM can load: config,
+    generation config, tokenizer and one model.safetensors (an output head tied to the embeddings
+    is left out, as `save_pretrained` does)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    core = _core(hf.model)
+    core.config.save_pretrained(str(directory))
+    gen = getattr(core, "generation_config", None)
+    if gen is not None:
+        try:
+            gen.save_pretrained(str(directory))
+        except (ValueError, OSError):  # an invalid generation config is not worth failing over
+            pass
+    hf.tokenizer.save_pretrained(str(directory))
+    tied = bool(getattr(core.config, "tie_word_embeddings", False)
+                or getattr(core.config.get_text_config(), "tie_word_embeddings", False))
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in merged_state_dict(hf.model).items()
+             if not (tied and k.endswith("lm_head.weight"))}
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory
+
+
+def _attr_path(obj, names: Sequence[str]):
+    for name in names:
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _runner_model(runner):
+    getter = getattr(runner, "get_model", None)  # unwraps CUDA-graph wrappers where there are any
+    model = getter() if callable(getter) else getattr(runner, "model", None)
+    return model if callable(getattr(model, "load_weights", None)) else None
+
+
+def engine_model(llm):
+    """The engine's model object when this process can reach it (an in-process engine), else None."""
+    for names in _RUNNER_PATHS:
+        runner = _attr_path(llm, names)
+        model = _runner_model(runner) if runner is not None else None
+        if model is not None:
+            return model
+    return None
+
+
+def push_kinds(llm) -> tuple[str, ...]:
+    """The weight-push mechanisms that `llm` offers, best first; "rebuild" always works."""
+    kinds = []
+    if engine_model(llm) is not None:
+        kinds.append("direct")
+    if callable(getattr(llm, "collective_rpc", None)):
+        kinds.append("rpc")
+    return (*kinds, "rebuild")
+
+
+def _load_on_worker(worker, state: dict[str, Tensor]):
+    """Run by `collective_rpc` in each worker: load `state` into its model."""
+    runner = getattr(worker, "model_runner", None) or getattr(getattr(worker, "worker", None), "model_runner", None)
+    model = _runner_model(runner)
+    if model is None:
+        raise RuntimeError("no model_runner.model with load_weights in this vLLM worker")
+    device = next(iter(model.parameters())).device
+    model.load_weights(((k, v.to(device)) for k, v in state.items()))
+
+
+def push_weights(llm, state: dict[str, Tensor], *, rebuild: Callable[[], object],
+                 allowed: Iterable[str] = PUSH_KINDS) -> tuple[object, str]:
+    """Load `state` into the engine by the first allowed mechanism that works: (engine, the one used).
+    "rebuild" returns a new engine; the in-place ones reset the engine's prefix cache."""
+    allowed = set(allowed)
+    failures = []
+    for kind in push_kinds(llm):
+        if kind not in allowed:
+            continue
+        if kind == "rebuild":
+            if failures or allowed != {"rebuild"}:  # the first time it comes to this
+                why = "; ".join(failures) or "this engine offers no way"
+                warnings.warn(f"vLLM: no in-place weight update ({why}); rebuilding the engine from a saved copy "
+                              "of the weights after each update (slow)", stacklevel=3)
+            del llm  # this frame's reference: the rebuild shuts the old engine down and frees its memory
+            return rebuild(), kind
+        try:
+            if kind == "direct":
+                engine_model(llm).load_weights(iter(state.items()))
+            else:
+                llm.collective_rpc(_load_on_worker, args=({k: v.detach().cpu() for k, v in state.items()},))
+        except Exception as e:  # noqa: BLE001 -- any failure of a version-dependent internal: try the next mechanism
+            failures.append(f"{kind}: {type(e).__name__}: {_first_line(e)}")
+            continue
+        reset = getattr(llm, "reset_prefix_cache", None)
+        if callable(reset):
+            reset()
+        return llm, kind
+    raise RuntimeError(f"vLLM: no way left to update the engine's weights ({'; '.join(failures) or 'none allowed'})")
+
+
+def weights_version(model) -> int:
+    """Sum of the parameters' in-place version counters: it grows whenever an optimizer step,
+    `load_state_dict` or any in-place write touches a parameter."""
+    return sum(p._version for p in model.parameters())
+
+
+def shutdown_engine(llm) -> None:
+    """Best-effort shutdown of an engine, so that another can start in this process; its GPU memory is
+    released once the caller drops its last reference to it (then `free_cuda`)."""
+    core = _attr_path(llm, ("llm_engine", "engine_core"))
+    for obj in (core, getattr(llm, "llm_engine", None)):
+        stop = getattr(obj, "shutdown", None)
+        if callable(stop):
+            with contextlib.suppress(Exception):  # already down
+                stop()
+    with contextlib.suppress(Exception):  # names moved between versions: nothing more to release
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+        destroy_model_parallel()  # else a new engine in this process finds the old parallel groups
+        destroy_distributed_environment()
+
+
+def free_cuda() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# -- the policy ------------------------------------------------------------------------------------
+
+
+def _engine_accepts(vllm, name: str) -> bool:
+    try:
+        return name in {f.name for f in dataclasses.fields(vllm.EngineArgs)}
+    except TypeError:
+        return False
+
+
+def _start_engine(vllm, source: str, pc, max_len: int, seed: int):
+    """A vLLM engine on the model directory `source`, and whether its log-probs are raw."""
+    kwargs: dict[str, Any] = {"model": source, "tokenizer": source, "dtype": pc.dtype, "seed": seed,
+                              "gpu_memory_utilization": pc.gpu_memory_utilization, "max_model_len": max_len,
+                              "max_num_seqs": pc.batch_size, "trust_remote_code": pc.trust_remote_code,
+                              "enable_prefix_caching": True}
+    mode = _engine_accepts(vllm, "logprobs_mode")
+    if mode:
+        kwargs["logprobs_mode"] = "raw_logprobs"
+    try:
+        llm = vllm.LLM(**kwargs)
+    except (ValueError, RuntimeError, OSError, TypeError, KeyError, NotImplementedError) as e:
+        raise PolicyLoadError(f"{source}: vLLM cannot serve this model ({_first_line(e)})") from None
+    v1 = hasattr(getattr(llm, "llm_engine", None), "engine_core")  # V1's sampler reports raw log-probs
+    return llm, mode or v1
+
+
+def _needs_export(hf: HFPolicy) -> bool:
+    """Whether vLLM cannot start from the model's own directory: a .gguf model (vLLM would keep it
+    quantized, and quantized weights take no updates), or a trained LoRA adapter to merge."""
+    adapter = hf.lora and (Path(hf.config.path) / "adapter_config.json").is_file()
+    return bool(hf.base_gguf_file) or adapter
+
+
+def _move(hf: HFPolicy, device: str) -> None:
+    """Move the HF copy (built on the CPU, so that the engine could claim its share of the GPU first)."""
+    dev = torch.device(device)
+    hf.model.to(dev)
+    hf.device = dev
+    hf.config = replace(hf.config, device=device)
+    hf.generator = torch.Generator(device=dev).manual_seed(int(hf.generator.initial_seed()))
+    hf._banned = hf._step_ids = None
+
+
+class VLLMPolicy:
+    """vLLM sampling with a trainable HF copy behind the `Policy` protocol; build it with
+    `from_config` or `load`."""
+
+    def __init__(self, hf: HFPolicy, llm, *, vllm, config, seed: int = 0, raw_logprobs: bool = True,
+                 export_dir: tempfile.TemporaryDirectory | None = None) -> None:
+        self.hf, self.llm, self.config, self.seed = hf, llm, config, seed
+        self._vllm = vllm
+        self._raw = raw_logprobs
+        self._export_dir = export_dir
+        self._allowed: tuple[str, ...] = PUSH_KINDS
+        self._stale = False
+        self._version = weights_version(hf.model)
+        self.last_push: str | None = None
+        core = _core(hf.model)
+        text_cfg = core.config.get_text_config()
+        self._per_layer = 4.0 * int(getattr(text_cfg, "num_hidden_layers", 0) or 0) * int(
+            getattr(text_cfg, "hidden_size", 0) or 0)
+        self._keep_arg = "logits_to_keep" in inspect.signature(type(core).forward).parameters
+
+    @classmethod
+    def from_config(cls, pc, *, path: str, seed: int = 0) -> VLLMPolicy:
+        """A policy on the pretrained model at `path` (resolved), with the `[policy]` settings `pc`."""
+        vllm = _import_vllm()
+        _require_cuda()
+        hf = HFPolicy(HFConfig(**(hf_settings(pc) | {"path": str(path), "device": "cpu"})), seed=seed)
+        return cls._start(vllm, hf, pc, seed)
+
+    @classmethod
+    def load(cls, path: str | Path, pc, *, seed: int = 0) -> VLLMPolicy:
+        """A policy from a checkpoint written by `save` (an `HFPolicy` checkpoint)."""
+        vllm = _import_vllm()
+        _require_cuda()
+        hf = HFPolicy.load(path, seed=seed, batch_size=pc.batch_size, device="cpu")
+        return cls._start(vllm, hf, pc, seed)
+
+    @classmethod
+    def _start(cls, vllm, hf: HFPolicy, pc, seed: int) -> VLLMPolicy:
+        export_dir = None
+        source = hf.base_path
+        if _needs_export(hf):
+            export_dir = tempfile.TemporaryDirectory(prefix="ponder-vllm-")
+            source = str(export_model(hf, export_dir.name))
+        llm, raw = _start_engine(vllm, source, pc, hf.max_seq_len, seed)
+        _move(hf, pc.device if pc.device != "auto" else "cuda")
+        return cls(hf, llm, vllm=vllm, config=pc, seed=seed, raw_logprobs=raw, export_dir=export_dir)
+
+    # -- delegated to the HF copy ---------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        return self.hf.tokenizer
+
+    @property
+    def model(self):
+        return self.hf.model
+
+    def parameters(self):
+        return self.hf.parameters()
+
+    def train(self, mode: bool = True) -> VLLMPolicy:
+        self.hf.train(mode)
+        return self
+
+    def save(self, path: str | Path) -> None:
+        self.hf.save(path)
+
+    def load_weights(self, path: str | Path) -> None:
+        self.hf.load_weights(path)
+        self._stale = True
+
+    def logprobs(self, prompts: Sequence[str], completions: Sequence[str], *, eos: bool = True
+                 ) -> tuple[Tensor, Tensor]:
+        return self.hf.logprobs(prompts, completions, eos=eos)
+
+    def room(self, prompt: str) -> int:
+        return self.hf.room(prompt)
+
+    def num_params(self) -> int:
+        return self.hf.num_params()
+
+    def weights_changed(self) -> None:
+        """The HF copy's weights changed: the next `generate` pushes them into the engine first."""
+        self._stale = True
+
+    def close(self) -> None:
+        """Shut the engine down and remove the exported weights (the policy cannot sample afterwards)."""
+        if self.llm is not None:
+            llm, self.llm = self.llm, None
+            shutdown_engine(llm)
+            del llm
+            free_cuda()
+        if self._export_dir is not None:
+            self._export_dir.cleanup()
+            self._export_dir = None
+
+    # -- sampling -------------------------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Push the HF copy's weights into the engine if they changed since the last push."""
+        if not self._stale and weights_version(self.hf.model) == self._version:
+            return
+        state = merged_state_dict(self.hf.model)
+        self.llm, self.last_push = push_weights(self.llm, state, rebuild=self._rebuild, allowed=self._allowed)
+        del state
+        self._allowed = PUSH_KINDS[PUSH_KINDS.index(self.last_push):]
+        self._stale = False
+        self._version = weights_version(self.hf.model)
+
+    def _rebuild(self):
+        export_dir = tempfile.TemporaryDirectory(prefix="ponder-vllm-")
+        source = str(export_model(self.hf, export_dir.name))
+        old_llm, self.llm = self.llm, None
+        shutdown_engine(old_llm)
+        del old_llm
+        free_cuda()
+        llm, self._raw = _start_engine(self._vllm, source, self.config, self.hf.max_seq_len, self.seed)
+        old, self._export_dir = self._export_dir, export_dir
+        if old is not None:
+            old.cleanup()
+        return llm
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Sample]]:
+        self._sync()
+        hf, n = self.hf, sampling.n
+        distinct: dict[tuple[int, ...], list[int]] = {}  # prompt ids -> where they occur in `prompts`
+        for i, p in enumerate(prompts):
+            distinct.setdefault(tuple(hf.prompt_ids(p)), []).append(i)
+        groups = list(distinct.items())
+        if not groups:
+            return []
+        longest = max(len(ids) for ids, _ in groups)
+        if longest >= hf.max_seq_len:
+            raise ValueError(f"a prompt of {longest} tokens does not fit max_seq_len={hf.max_seq_len}")
+        greedy = sampling.temperature == 0
+        requests, params = [], []
+        for k, (ids, where) in enumerate(groups):
+            seed = None if greedy or sampling.seed is None else batch_seed(sampling.seed, k)
+            kw = sampling_kwargs(sampling, n=1 if greedy else n * len(where), seed=seed, stop_ids=hf.stop_ids,
+                                 max_tokens=min(sampling.max_new_tokens, hf.max_seq_len - len(ids)))
+            params.append(self._vllm.SamplingParams(**kw))
+            requests.append({"prompt_token_ids": list(ids)})
+        results = self.llm.generate(requests, params, use_tqdm=False)
+        calls = max(1, max(len(c.token_ids) for r in results for c in r.outputs))
+        ok = engine_logprobs_untempered(raw=self._raw, temperature=sampling.temperature, top_p=sampling.top_p)
+        n_params = self.num_params()
+        per_group = []
+        for k, ((ids, where), result) in enumerate(zip(groups, results, strict=True)):
+            completions = sorted(result.outputs, key=lambda c: getattr(c, "index", 0))
+            per_group.append(to_samples(
+                completions, copies=n * len(where), prompt_len=len(ids),
+                cached=int(getattr(result, "num_cached_tokens", 0) or 0), stop_ids=hf.stop_ids, eos_id=hf.eos_id,
+                decode=hf.tokenizer.decode, n_params=n_params, per_layer=self._per_layer,
+                policy_calls=calls if k == 0 else 0, logprobs_ok=ok))
+        self._fill_logprobs(groups, per_group)
+        out: list[list[Sample]] = [[] for _ in prompts]
+        for (_, where), samples in zip(groups, per_group):
+            for j, i in enumerate(where):
+                out[i] = samples[j * n : (j + 1) * n]
+        return out
+
+    def _fill_logprobs(self, groups, per_group: list[list[Sample]]) -> None:
+        """Recompute, with the HF copy, the log-probs of every sample that has none (in place)."""
+        todo = [(g, j) for g, samples in enumerate(per_group) for j, s in enumerate(samples)
+                if len(s.logprobs) != len(s.token_ids)]
+        if not todo:
+            return
+        scores = self.score_ids([(list(groups[g][0]), list(per_group[g][j].token_ids)) for g, j in todo])
+        for (g, j), lps in zip(todo, scores):
+            per_group[g][j] = replace(per_group[g][j], logprobs=lps)
+
+    @torch.no_grad()
+    def score_ids(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, ...]]:
+        """Untempered log-probs of each completion's token ids given its prompt's, by the HF copy:
+        `HFPolicy.logprobs` on exact ids (no re-tokenization), in batches of `batch_size`."""
+        hf = self.hf
+        model, dev = hf.model, hf.device
+        was_training = model.training
+        model.eval()
+        out: list[tuple[float, ...]] = []
+        try:
+            for start in range(0, len(pairs), hf.config.batch_size):
+                chunk = pairs[start : start + hf.config.batch_size]
+                B, Lp, Tc = len(chunk), max(len(p) for p, _ in chunk), max(len(c) for _, c in chunk)
+                if Tc == 0:
+                    out += [() for _ in chunk]
+                    continue
+                ids = torch.full((B, Lp + Tc), hf.pad_id, dtype=torch.long)
+                attn = torch.zeros((B, Lp + Tc), dtype=torch.long)
+                for b, (p, c) in enumerate(chunk):  # prompts left-padded, completions right-padded
+                    ids[b, Lp - len(p) : Lp + len(c)] = torch.tensor(p + c)
+                    attn[b, Lp - len(p) : Lp + len(c)] = 1
+                ids, attn = ids.to(dev), attn.to(dev)
+                pos = (attn.cumsum(-1) - 1).clamp(min=0)
+                extra = {"logits_to_keep": Tc + 1} if self._keep_arg else {}
+                logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra).logits
+                logits = logits[:, -(Tc + 1) : -1]  # (B, Tc, V): column Lp-1+j predicts completion token j
+                logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, Lp:, None]).squeeze(-1)  # (B, Tc)
+                out += [tuple(logp[b, : len(c)].tolist()) for b, (_, c) in enumerate(chunk)]
+        finally:
+            model.train(was_training)
+        return out
