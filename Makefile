@@ -39,6 +39,7 @@ learners: install    ## every learner recipe from one initialized policy, then a
 	$(BIN)/ponder compare --learning $(addprefix runs/learn_,$(LEARNERS)) --out runs/learners.png
 
 bench: install-dev   ## the benchmark suite: one table per section, then a summary of ratios (< 10 min on 2 cores)
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/run_all.py
 
 test: install-dev    ## install dev tools, then run the whole test suite (slow learning tests included)

@@ -121,6 +121,22 @@ def make_runners(policy: TinyPolicy, prompts: list[str], batch: int, args, hf=No
     return {e: Runner(e, policy, hf, prompts, batch, args) for e in ("ours", "hf")}
 
 
+def time_engines(runners: dict[str, Runner], repeats: int) -> tuple[dict[str, int], dict[str, float], dict[str, float]]:
+    """Warm each runner up once, then time `repeats` calls of each, the engines alternating (so drifting
+    load hits both alike). Returns per engine: tokens per call, median seconds, tokens per second."""
+    for run in runners.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {e: [] for e in runners}
+    tokens = {}
+    for _ in range(repeats):
+        for engine, run in runners.items():
+            start = time.perf_counter()
+            tokens[engine] = run()
+            times[engine].append(time.perf_counter() - start)
+    med = {e: statistics.median(t) for e, t in times.items()}
+    return tokens, med, {e: tokens[e] / med[e] for e in runners}
+
+
 def status_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -226,19 +242,8 @@ def main() -> None:
 
     rows = []
     for batch in args.batches:
-        runners = make_runners(policy, prompts, batch, args, hf)
-        for run in runners.values():
-            run()  # warm-up
-        times: dict[str, list[float]] = {e: [] for e in runners}
-        tokens = {}
-        for _ in range(args.repeats):
-            for engine, run in runners.items():  # alternate, so drifting load hits both alike
-                start = time.perf_counter()
-                tokens[engine] = run()
-                times[engine].append(time.perf_counter() - start)
-        med = {e: statistics.median(t) for e, t in times.items()}
-        tps = {e: tokens[e] / med[e] for e in runners}
-        mem = {e: measure_memory(e, batch, args) for e in runners} if args.memory else {}
+        tokens, med, tps = time_engines(make_runners(policy, prompts, batch, args, hf), args.repeats)
+        mem = {e: measure_memory(e, batch, args) for e in med} if args.memory else {}
         rows.append((batch, tokens["ours"], med, tps, mem))
 
     mb = (lambda x: "n/a" if x is None else f"{x:.1f}")
