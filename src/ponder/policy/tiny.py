@@ -39,10 +39,12 @@ class PolicyLoadError(ValueError):
     """A model directory that cannot be loaded, with the path and the reason."""
 
 
+_NEVER = torch.tensor([PAD, BOS])
+
+
 def sample_next(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> Tensor:
     """Draw one token per row from (B, V) logits. temperature 0 is argmax. PAD and BOS are never drawn."""
-    logits = logits.clone()
-    logits[:, [PAD, BOS]] = float("-inf")
+    logits = logits.index_fill(-1, _NEVER, float("-inf"))  # a new tensor: the caller's logits stay as they are
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)

@@ -78,6 +78,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32:  # one fused op (the decode loop runs this 2 * n_layer + 1 times a token)
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
@@ -90,7 +92,7 @@ def rope_tables(cfg: ModelConfig) -> tuple[Tensor, Tensor]:
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x: (B, H, T, Dh); cos/sin: (B, 1, T, Dh/2). Rotates pairs (first half, second half)."""
+    """x: (..., B, H, T, Dh); cos/sin: (B, 1, T, Dh/2). Rotates pairs (first half, second half)."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
@@ -109,8 +111,9 @@ class Block(nn.Module):
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, layer: int, cache: KVCache | None,
                 mask: Tensor | None) -> Tensor:
         B, T, D = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, Dh)
+        qkv = self.qkv(self.norm1(x)).view(B, T, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(qkv[:2], cos, sin)  # q and k rotated together: (B, H, T, Dh) each
+        v = qkv[2]
         if cache is None:
             att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
@@ -119,7 +122,11 @@ class Block(nn.Module):
             cache.v[layer, :, :, s0 : s0 + T] = v.to(cache.v.dtype)
             keys = cache.k[layer, :, :, : s0 + T].to(q.dtype)
             vals = cache.v[layer, :, :, : s0 + T].to(q.dtype)
-            att = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask)
+            if T == 1:  # one query per row: plain matmuls beat SDPA's masked path at these sizes
+                scores = (q @ keys.transpose(-1, -2)) * (q.shape[-1] ** -0.5) + mask  # mask: additive here
+                att = torch.softmax(scores.float(), dim=-1).to(vals.dtype) @ vals
+            else:
+                att = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask)
         x = x + self.proj(att.transpose(1, 2).reshape(B, T, D))
         gate, up = self.gate_up(self.norm2(x)).chunk(2, dim=-1)
         return x + self.down(F.silu(gate) * up)
@@ -170,7 +177,11 @@ class Transformer(nn.Module):
         cos = self.rope_cos[pos].unsqueeze(1)  # (B, 1, T, Dh/2)
         sin = self.rope_sin[pos].unsqueeze(1)
         mask = None
-        if cache is not None:
+        if cache is not None and T == 1:  # decoding: the new slot is valid, so no row is all masked
+            keys_valid = cache.valid[:, : cache.length + 1]  # (B, S)
+            mask = torch.zeros(keys_valid.shape, dtype=torch.float32, device=idx.device).masked_fill_(
+                ~keys_valid, float("-inf"))[:, None, None, :]  # (B, 1, 1, S), additive, shared by the layers
+        elif cache is not None:
             s0 = cache.length
             keys_valid = cache.valid[:, : s0 + T]  # (B, S)
             causal = torch.ones(T, s0 + T, dtype=torch.bool, device=idx.device).tril(s0)  # (T, S)
