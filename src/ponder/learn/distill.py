@@ -13,11 +13,10 @@ can save what search found and, on resume, retrain without searching again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from ponder.learn.sft import Checkpointing, SFTConfig, train_sft
+from ponder.learn.sft import Checkpointing, SFTConfig, steps_for, train_sft
 from ponder.policy.base import Policy
 from ponder.reward.model import RewardExample, train_reward_model
 from ponder.search.mcts import MCTSConfig, mcts
@@ -89,13 +88,6 @@ def search_round(policy: Policy, prm, task: Task, problems: Sequence[Problem], c
     return {"traces": traces, "values": values}, stats
 
 
-def round_steps(cfg: DistillConfig, kept: int) -> int:
-    """SFT steps of a round that kept `kept` traces."""
-    if cfg.epochs == 0:
-        return cfg.sft.steps
-    return max(1, min(cfg.sft.steps, math.ceil(cfg.epochs * kept / cfg.sft.batch_size)))
-
-
 def train_round(policy: Policy, prm, data: dict, stats: dict, cfg: DistillConfig, *, seed: int, phase: str,
                 log: Callable[[dict], None] | None = None, progress: bool = True,
                 checkpointing: Checkpointing | None = None) -> dict:
@@ -105,7 +97,7 @@ def train_round(policy: Policy, prm, data: dict, stats: dict, cfg: DistillConfig
     traces = [tuple(t) for t in data["traces"]]
     stats.update(train_steps=0, train_tokens=0, train_loss=float("nan"))
     if traces:
-        sft_cfg = replace(cfg.sft, steps=round_steps(cfg, len(traces)))
+        sft_cfg = replace(cfg.sft, steps=steps_for(cfg.sft, cfg.epochs, len(traces)))
         sft = train_sft(policy, traces, sft_cfg, seed=seed + 1, log=log, phase=phase, progress=progress,
                         checkpointing=checkpointing)
         stats.update(train_steps=sft_cfg.steps, train_tokens=sft["tokens"], train_loss=sft["final_loss"])

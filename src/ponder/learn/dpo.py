@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 from ponder.eval import score_groups
 from ponder.learn import losses as L
 from ponder.learn.rl import draw_problems, score_completions
-from ponder.learn.sft import Checkpointing, SFTConfig, train_steps
+from ponder.learn.sft import Checkpointing, SFTConfig, steps_for, train_steps
 from ponder.policy.base import Policy
 from ponder.reward.base import OutcomeReward
 from ponder.reward.model import PreferencePair
@@ -242,8 +241,7 @@ def iterative_dpo(policy: Policy, reward: OutcomeReward | None, task: Task, prob
         record = {"phase": phase, "round": k + 1, "reward_mean": sum(flat_scores) / len(flat_scores),
                   "pairs": len(pairs), "sample_tokens": cost.tokens_generated}
         if pairs:
-            n_steps = cfg.train.steps if cfg.epochs == 0 else \
-                max(1, min(cfg.train.steps, math.ceil(cfg.epochs * len(pairs) / cfg.train.batch_size)))
+            n_steps = steps_for(cfg.train, cfg.epochs, len(pairs))
             stats = train_dpo(policy, pairs, cfg, seed=seed + k + 1, reference=initial, steps=n_steps, log=log,
                               progress=progress, phase=f"{phase}_round{k + 1}")
             train_tokens += stats["tokens"]

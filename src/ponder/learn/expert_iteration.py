@@ -10,11 +10,10 @@ compute the round just spent.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from ponder.learn.sft import Checkpointing, SFTConfig, train_sft
+from ponder.learn.sft import Checkpointing, SFTConfig, steps_for, train_sft
 from ponder.policy.base import Policy
 from ponder.reward.base import OutcomeReward
 from ponder.types import Cost, Problem, Sample, Sampling
@@ -52,9 +51,7 @@ class ExpertIterationConfig:
 
 def round_steps(cfg: ExpertIterationConfig, kept: int) -> int:
     """SFT steps of a round that kept `kept` solutions."""
-    if cfg.epochs == 0:
-        return cfg.sft.steps
-    return max(1, min(cfg.sft.steps, math.ceil(cfg.epochs * kept / cfg.sft.batch_size)))
+    return steps_for(cfg.sft, cfg.epochs, kept)
 
 
 def collect_verified(problems: Sequence[Problem], groups: Sequence[Sequence[Sample]],

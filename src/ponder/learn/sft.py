@@ -55,6 +55,15 @@ class SFTConfig:
             raise ValueError("warmup, grad_clip and weight_decay must be >= 0 and log_every >= 1")
 
 
+def steps_for(cfg: SFTConfig, epochs: float, examples: int) -> int:
+    """Steps of a round that trains `epochs` passes over `examples` at `cfg.batch_size`, at least 1
+    and at most `cfg.steps` (epochs 0: always `cfg.steps`): a round that kept little data does not
+    overfit it."""
+    if epochs == 0:
+        return cfg.steps
+    return max(1, min(cfg.steps, math.ceil(epochs * examples / cfg.batch_size)))
+
+
 def lr_at(step: int, cfg: SFTConfig) -> float:
     """Learning rate at `step` (0-based): linear warm-up, then cosine down to min_lr_ratio * lr."""
     if step < cfg.warmup:

@@ -26,6 +26,25 @@ def batch_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
+def record_step(t: int, nxt: Tensor, lp: Tensor, is_eos: Tensor, is_step: Tensor | None, *, rows: Tensor,
+                active: Tensor, tokens: Tensor, lps: Tensor, length: Tensor, limit: Tensor, finish: list[str]
+                ) -> Tensor:
+    """One decoding step's bookkeeping, shared by the engines' sampling loops: write token `t` and its
+    log-prob for the batch rows still active (`rows` maps batch rows to samples), end the rows that
+    drew an end token ("eos") or, when `is_step` is given, a step end ("step"), and the rows at their
+    own length cap. Returns the new active mask."""
+    r_act = rows[active]
+    tokens[r_act, t] = nxt[active]
+    lps[r_act, t] = lp[active]
+    done = (is_eos | is_step if is_step is not None else is_eos) & active
+    if bool(done.any()):
+        for r, e in zip(rows[done].tolist(), is_eos[done].tolist()):
+            finish[r] = "eos" if e else "step"
+        length[rows[done]] = t + 1
+        active = active & ~done
+    return active & (limit[rows] > t + 1)
+
+
 @runtime_checkable
 class Policy(Protocol):
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Sample]]:

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ponder.policy.base import record_step
 from ponder.policy.tiny import PolicyLoadError
 from ponder.reward.base import check_pairs
 from ponder.types import Cost, Problem, Sample, Sampling
@@ -498,18 +499,10 @@ class HFPolicy:
         active = torch.ones(B, dtype=torch.bool, device=dev)
         for t in range(max_new):
             nxt = _draw(logits, sampling.temperature, sampling.top_p, gen, banned)  # (b,)
-            r_act = rows[active]
-            tokens[r_act, t] = nxt[active]
             lp = torch.log_softmax(logits, dim=-1).gather(-1, nxt[:, None]).squeeze(-1)  # untempered
-            lps[r_act, t] = lp[active]
-            is_eos = torch.isin(nxt, stop_ids)
-            done = (is_eos | step_ids[nxt] if sampling.stop_at_step else is_eos) & active
-            if bool(done.any()):
-                for r, e in zip(rows[done].tolist(), is_eos[done].tolist()):
-                    finish[r] = "eos" if e else "step"
-                length[rows[done]] = t + 1
-                active = active & ~done
-            active = active & (limit[rows] > t + 1)  # rows at their own length cap stop here
+            active = record_step(t, nxt, lp, torch.isin(nxt, stop_ids), step_ids[nxt] if sampling.stop_at_step
+                                 else None, rows=rows, active=active, tokens=tokens, lps=lps, length=length,
+                                 limit=limit, finish=finish)
             n_active = int(active.sum())
             if n_active == 0 or t == max_new - 1:
                 break

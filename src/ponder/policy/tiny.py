@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ponder.policy.base import batch_seed
+from ponder.policy.base import batch_seed, record_step
 from ponder.policy.prefix_cache import PrefixCache
 from ponder.policy.tokenizer import BOS, PAD, CharTokenizer
 from ponder.policy.transformer import KVCache, ModelConfig, Transformer
@@ -289,18 +289,10 @@ class TinyPolicy:
         active = torch.ones(B, dtype=torch.bool)  # per batch row: still generating
         for t in range(max_new):
             nxt = sample_next(logits, sampling.temperature, sampling.top_p, gen)  # (b,)
-            r_act = rows[active]
-            tokens[r_act, t] = nxt[active]
             lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, nxt[:, None]).squeeze(-1)
-            lps[r_act, t] = lp[active]
-            is_eos = nxt == tok.eos_id
-            done = (is_eos | (nxt == tok.step_token) if sampling.stop_at_step else is_eos) & active
-            if bool(done.any()):
-                for r, e in zip(rows[done].tolist(), is_eos[done].tolist()):
-                    finish[r] = "eos" if e else "step"
-                length[rows[done]] = t + 1
-                active = active & ~done
-            active = active & (limit[rows] > t + 1)  # rows at their own length cap stop here
+            active = record_step(t, nxt, lp, nxt == tok.eos_id, (nxt == tok.step_token) if sampling.stop_at_step
+                                 else None, rows=rows, active=active, tokens=tokens, lps=lps, length=length,
+                                 limit=limit, finish=finish)
             n_active = int(active.sum())
             if n_active == 0 or t == max_new - 1:
                 break

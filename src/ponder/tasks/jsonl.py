@@ -29,7 +29,6 @@ Answers are read from model output by `extract_number_answer`; see there for the
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
@@ -38,10 +37,12 @@ from pathlib import Path
 from ponder.tasks.base import (
     ANSWER_PREFIX,
     SPLITS,
+    BadLine,
     BaseTask,
     TaskError,
     canonical_number,
     final_answer_line,
+    json_object_line,
     parse_number,
     split_of,
     stable_seed,
@@ -190,7 +191,7 @@ class JsonlTask(BaseTask):
             for lineno, raw in enumerate(f, start=1):
                 try:
                     problem = self._parse_line(raw, file.name, lineno)
-                except _BadLine as e:
+                except BadLine as e:
                     if not cfg.skip_bad_lines:
                         raise TaskError(f"{path}:{lineno}: {e}") from None
                     self.skipped_lines += 1
@@ -203,29 +204,15 @@ class JsonlTask(BaseTask):
 
     def _parse_line(self, raw: bytes, filename: str, lineno: int) -> Problem | None:
         cfg = self.config
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _BadLine("not UTF-8 text") from None
-        if not line.strip():
+        obj = json_object_line(raw, (cfg.question_key, cfg.answer_key))
+        if obj is None:
             return None
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _BadLine(f"not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise _BadLine(f"expected a JSON object, got {type(obj).__name__}")
-        for key in (cfg.question_key, cfg.answer_key):
-            if key not in obj:
-                raise _BadLine(f"missing key {key!r}")
-            if not isinstance(obj[key], str):
-                raise _BadLine(f"{key!r} must be a string, got {type(obj[key]).__name__}")
         question, solution = obj[cfg.question_key].strip(), obj[cfg.answer_key]
         if not question:
-            raise _BadLine(f"{cfg.question_key!r} is empty")
+            raise BadLine(f"{cfg.question_key!r} is empty")
         gold = gold_answer(solution)
         if gold is None:
-            raise _BadLine(f"no number in {cfg.answer_key!r}")
+            raise BadLine(f"no number in {cfg.answer_key!r}")
         meta = {"question": question, "solution": solution, "file": filename, "line": lineno}
         return Problem(id=f"{filename}:{lineno}", prompt=f"Q: {question}\n", answer=canonical_number(gold),
                        meta=meta)
@@ -258,8 +245,6 @@ class JsonlTask(BaseTask):
         return "".join(s + "\n" for s in steps)
 
 
-class _BadLine(Exception):
-    pass
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
