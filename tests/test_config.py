@@ -274,3 +274,8 @@ def test_extends_errors_name_the_file(tmp_path):
     assert "no such recipe" in error_of(tmp_path, 'extends = "nope"\n')
     assert "extends must name a recipe" in error_of(tmp_path, "extends = 3\n")
     assert "cycle" in error_of(tmp_path, 'extends = "r.toml"\n')
+
+
+def test_old_expert_iteration_table_says_where_it_moved(tmp_path):
+    msg = error_of(tmp_path, "[expert_iteration]\nrounds = 1\n")
+    assert "unknown key 'expert_iteration'" in msg and "[learn.expert_iteration]" in msg

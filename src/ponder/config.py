@@ -258,7 +258,9 @@ def build(cls: type, data: dict, where: str, source: str, base: Any = None):
     prefix = f"{where}." if where else ""
     for key in data:
         if key not in fields:
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (allowed: {', '.join(fields)})")
+            moved = (" ([expert_iteration] moved to [learn.expert_iteration], its rounds and problems to [learn])"
+                     if cls is RunConfig and key == "expert_iteration" else "")
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (allowed: {', '.join(fields)}){moved}")
     kwargs = {f.name: getattr(base, f.name) for f in fields.values() if f.init} if base is not None else {}
     for k, v in data.items():
         default = getattr(base, k) if base is not None else fields[k].default
