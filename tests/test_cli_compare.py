@@ -61,8 +61,8 @@ def test_interpolate_reads_the_curve_only_where_it_was_measured():
 
 
 def test_compare_learning_tables_learners_at_equal_compute(tmp_path, capsys):
-    a = _learning_dir(tmp_path / "a", "learn_a", "grpo", [(0, 0.5, 0.6), (2e6, 0.7, 0.7), (4e6, 0.8, 0.75)])
-    b = _learning_dir(tmp_path / "b", "learn_b", "dpo", [(0, 0.5, 0.6), (1e6, 0.52, 0.62), (3e6, 0.6, 0.7)])
+    a = _learning_dir(tmp_path / "learn_a", "same", "grpo", [(0, 0.5, 0.6), (2e6, 0.7, 0.7), (4e6, 0.8, 0.75)])
+    b = _learning_dir(tmp_path / "learn_b", "same", "dpo", [(0, 0.5, 0.6), (1e6, 0.52, 0.62), (3e6, 0.6, 0.7)])
     out = tmp_path / "learners.png"
     assert main(["compare", "--learning", a, b, "--out", str(out)]) == 0
     text = capsys.readouterr().out

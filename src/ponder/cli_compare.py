@@ -93,7 +93,7 @@ def load_learning(run_dir: Path) -> dict:
     phases = summary.get("phases", [])
     if len(phases) < 2:
         raise RunDirError(f"{run_dir}: no learning round was evaluated (its recipe's learn.rounds was 0?)")
-    return {"run": str(summary.get("name") or run_dir.name), "learner": summary.get("learner") or "?",
+    return {"run": run_dir.name, "learner": summary.get("learner") or "?",  # the directory: unique, unlike names
             "points": [(p["learning_compute_tokens"], p["greedy_accuracy"], p.get("majority_accuracy"))
                        for p in phases if "learning_compute_tokens" in p],
             "majority_n": phases[0].get("majority_n")}
