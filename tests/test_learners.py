@@ -167,7 +167,8 @@ def test_score_completions_matches_policy_logprobs_with_and_without_eos():
                                            ({"reduction": "mean"}, "reduction"), ({"lr": 0}, "lr"),
                                            ({"clip_eps": 1.5}, "clip_eps"), ({"micro_batch": -1}, "micro_batch"),
                                            ({"entropy_control": "x"}, "entropy_control"),
-                                           ({"cov_ratio": 2.0}, "cov_ratio"), ({"kl_kind": "k4"}, "kl_kind")])
+                                           ({"cov_ratio": 2.0}, "cov_ratio"), ({"kl_kind": "k4"}, "kl_kind"),
+                                           ({"entropy_control": "kl_cov"}, "epochs_per_batch")])
 def test_rl_config_errors_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         RLConfig(**kwargs)

@@ -130,6 +130,9 @@ class RLConfig:
             low, high = (self.clip_eps, self.clip_eps) if isinstance(self.clip_eps, int | float) else self.clip_eps
             if not (0 <= low < 1 and high >= 0):
                 raise bad("clip_eps", "None, a float in [0, 1) or (low, high)")
+        if self.entropy_control == "kl_cov" and self.epochs_per_batch < 2:
+            raise ValueError("entropy_control 'kl_cov' needs epochs_per_batch >= 2: its penalty is zero, with zero "
+                             "gradient, on the first update of a batch, so with one update it does nothing")
         if self.cov_ratio is not None and not 0 <= self.cov_ratio <= 1:
             raise bad("cov_ratio", "None or in [0, 1]")
         if self.baseline_momentum is not None and not 0 <= self.baseline_momentum < 1:
