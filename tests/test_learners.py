@@ -25,7 +25,8 @@ from ponder.learn.dpo import (
     train_dpo,
 )
 from ponder.learn.ppo import PPOConfig, ValueHead, adaptive_kl, ppo_targets, token_rewards, train_ppo
-from ponder.learn.rl import RLConfig, score_completions, train_rl
+from ponder.learn.rl import RLConfig, train_rl
+from ponder.learn.scoring import score_completions
 from ponder.learn.sft import SFTConfig, train_sft
 from ponder.policy import ModelConfig, TinyPolicy
 from ponder.reward import VerifierReward

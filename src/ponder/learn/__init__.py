@@ -1,0 +1,1 @@
+"""Learners and the pure loss and advantage functions they compose; `rounds` runs one round of any."""

@@ -32,7 +32,8 @@ import torch
 
 from ponder.eval import score_groups
 from ponder.learn import losses as L
-from ponder.learn.rl import draw_problems, score_completions
+from ponder.learn.rl import draw_problems
+from ponder.learn.scoring import score_completions
 from ponder.learn.sft import Checkpointing, SFTConfig, steps_for, train_steps
 from ponder.policy.base import Policy
 from ponder.reward.base import OutcomeReward

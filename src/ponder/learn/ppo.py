@@ -42,7 +42,6 @@ from ponder.learn import losses as L
 from ponder.learn.advantages import gae, whiten
 from ponder.learn.rl import (
     Rollout,
-    completion_states,
     draw_problems,
     make_reference,
     micro_batches,
@@ -53,6 +52,7 @@ from ponder.learn.rl import (
     update,
     warmup_lr,
 )
+from ponder.learn.scoring import completion_states
 from ponder.policy.base import Policy
 from ponder.reward.base import OutcomeReward
 from ponder.reward.verifier import VerifierReward
