@@ -238,3 +238,13 @@ def test_expert_iteration_round_nothing_kept_skips_training():
                                    progress=False)
     assert stats["kept"] == 0 and stats["train_tokens"] == 0 and math.isnan(stats["train_loss"])
     assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+
+
+def test_steps_for_bounds_a_round_by_epochs():
+    from ponder.learn.sft import steps_for
+
+    cfg = SFTConfig(steps=200, batch_size=32)
+    assert steps_for(cfg, 2.0, 400) == 25  # ceil(2 * 400 / 32)
+    assert steps_for(cfg, 2.0, 10_000) == 200  # capped by cfg.steps
+    assert steps_for(cfg, 2.0, 1) == 1  # at least one step
+    assert steps_for(cfg, 0.0, 5) == 200  # epochs 0: the whole schedule

@@ -34,14 +34,16 @@ def test_expert_iteration_raises_greedy_accuracy():
     train_sft(policy, demos, SFTConfig(steps=400, batch_size=32, lr=3e-3), seed=0, progress=False)
     test = task.problems("test", 200, seed=0)
     before, _, _ = greedy_accuracy(policy, task, test, max_new_tokens=64, progress=False)
-    cfg = ExpertIterationConfig(samples=4, max_new_tokens=64, temperature=1.0, epochs=2.0,
+    # epochs 0: every round trains its whole schedule. Bounded by epochs = 2 (a few dozen steps that end
+    # near the peak learning rate) the rounds gained 2.5 points here, and such rounds wrecked distillation.
+    cfg = ExpertIterationConfig(samples=4, max_new_tokens=64, temperature=1.0, epochs=0.0,
                                 sft=SFTConfig(steps=200, batch_size=32, lr=1e-3, warmup=5))
     reward = VerifierReward(task)
     for r in range(2):
         stats = expert_iteration_round(policy, reward, task.problems("train", 1000, seed=10 + r), cfg, seed=r,
                                        phase=f"round{r}", progress=False)
         assert stats["kept"] > 100
-        assert stats["train_steps"] == min(200, -(-2 * stats["kept"] // 32))  # epochs bound the steps
+        assert stats["train_steps"] == 200
     after, _, _ = greedy_accuracy(policy, task, test, max_new_tokens=64, progress=False)
     assert 0.2 < before < 0.8, before  # calibrated to leave room
     assert after >= before + 0.04, (before, after)
