@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import torch
 
@@ -31,3 +33,15 @@ def make_tiny_policy(seed: int = 0, std: float = 0.5) -> TinyPolicy:
 @pytest.fixture
 def tiny_policy() -> TinyPolicy:
     return make_tiny_policy(0)
+
+
+@pytest.fixture
+def listener():
+    """A local TCP server that untrusted code under test must not reach (the sandbox tests)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.1)  # a connection, if any, is queued by the time the run returns
+    yield server
+    server.close()

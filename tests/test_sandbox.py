@@ -259,17 +259,6 @@ def test_reading_outside_the_allowed_directories_is_blocked(namespaces, path_of,
     assert "s3cret" not in r.stdout
 
 
-@pytest.fixture
-def listener():
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.settimeout(0.1)  # a connection, if any, is queued by the time the run returns
-    yield server
-    server.close()
-
-
 def connections(server: socket.socket) -> int:
     n = 0
     while True:

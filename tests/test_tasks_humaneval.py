@@ -154,17 +154,6 @@ def test_verify_needs_problem_data_of_its_own(toy):
     assert toy.verify(add, "    return s[::-1]\n") == 0.0
 
 
-@pytest.fixture
-def listener():
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.settimeout(0.1)  # a connection, if any, is queued by the time the run returns
-    yield server
-    server.close()
-
-
 HOSTILE = {
     "infinite-loop": "    while True:\n        pass\n",
     "fork-bomb": "    import os\n    while True:\n        os.fork()\n",

@@ -28,7 +28,7 @@ Deviations and caveats:
   tokenizer's one.
 - The pad, BOS and unknown tokens (unless one of them ends generation) and ids past the tokenizer's
   vocabulary (padded embedding rows) are never sampled, as tiny never samples PAD and BOS. The draw is tiny's
-  `sample_next` with that ban list instead of tiny's fixed PAD/BOS ids.
+  `sample_next` with that ban mask instead of tiny's fixed PAD/BOS ids.
 - There is no cross-call prefix cache: `weights_changed` is a no-op kept for protocol compatibility.
 - With LoRA (`lora_r` > 0) only the adapter is trained and saved; a saved adapter directory records
   where its base model lives (`ponder_hf.json`), so `HFPolicy.load` rebuilds base + adapter.
@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from ponder.policy.base import record_step
-from ponder.policy.tiny import PolicyLoadError
+from ponder.policy.tiny import PolicyLoadError, sample_next
 from ponder.reward.base import check_pairs
 from ponder.types import Cost, Problem, Sample, Sampling
 
@@ -194,21 +194,6 @@ def _select_cache(cache, index: Tensor):
         cache.batch_select_indices(index)
         return cache
     return tuple(tuple(t[index] for t in layer) for layer in cache)  # legacy tuple caches (remote code)
-
-
-def _draw(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator, banned: Tensor) -> Tensor:
-    """One token per row from (B, V) float logits; tiny's `sample_next` with a ban mask (V,) instead
-    of tiny's fixed PAD/BOS ids."""
-    logits = logits.masked_fill(banned, float("-inf"))
-    if temperature == 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest prefix reaching top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 class HFPolicy:
@@ -498,7 +483,7 @@ class HFPolicy:
         calls = 1
         active = torch.ones(B, dtype=torch.bool, device=dev)
         for t in range(max_new):
-            nxt = _draw(logits, sampling.temperature, sampling.top_p, gen, banned)  # (b,)
+            nxt = sample_next(logits, sampling.temperature, sampling.top_p, gen, banned)  # (b,)
             lp = torch.log_softmax(logits, dim=-1).gather(-1, nxt[:, None]).squeeze(-1)  # untempered
             active = record_step(t, nxt, lp, torch.isin(nxt, stop_ids), step_ids[nxt] if sampling.stop_at_step
                                  else None, rows=rows, active=active, tokens=tokens, lps=lps, length=length,

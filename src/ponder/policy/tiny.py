@@ -42,9 +42,15 @@ class PolicyLoadError(ValueError):
 _NEVER = torch.tensor([PAD, BOS])
 
 
-def sample_next(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> Tensor:
-    """Draw one token per row from (B, V) logits. temperature 0 is argmax. PAD and BOS are never drawn."""
-    logits = logits.index_fill(-1, _NEVER, float("-inf"))  # a new tensor: the caller's logits stay as they are
+def sample_next(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None,
+                banned: Tensor | None = None) -> Tensor:
+    """Draw one token per row from (B, V) logits. temperature 0 is argmax. Never draws the ids of the
+    (V,) bool mask `banned`, or by default the built-in tokenizer's PAD and BOS."""
+    # a new tensor either way: the caller's logits stay as they are
+    if banned is None:
+        logits = logits.index_fill(-1, _NEVER, float("-inf"))
+    else:
+        logits = logits.masked_fill(banned, float("-inf"))
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
