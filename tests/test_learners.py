@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -202,15 +203,50 @@ def test_adaptive_kl_controller():
 def test_ppo_value_head_fits_a_fixed_batch():
     policy, logged = make_tiny_policy(0), []
     head = ValueHead(policy.model.cfg.d_model)
-    cfg = PPOConfig(steps=1, prompts_per_step=2, samples_per_prompt=3, max_new_tokens=12, epochs_per_batch=8,
-                    critic="detached", value_clip=None, lr=1e-4, value_lr_scale=100.0, kl_coef=0.05)
+    cfg = PPOConfig(steps=1, prompts_per_step=2, samples_per_prompt=3, max_new_tokens=12, epochs_per_batch=2,
+                    critic="detached", value_epochs=8, value_clip=None, lr=1e-4, value_lr_scale=100.0, kl_coef=0.05)
     out = train_ppo(policy, TextReward(), Arithmetic(), PROBLEMS, cfg, seed=0, value_head=head, log=logged.append,
                     progress=False)
     rec = logged[0]
     assert rec["value_mean"] == 0.0  # the head starts at 0
-    assert rec["value_loss_end"] < 0.5 * rec["value_loss"]
+    assert rec["value_loss_end"] < 0.5 * rec["value_loss"]  # 8 critic updates on the batch's cached states
     assert rec["kl_coef"] == 0.05 and rec["kl_seq"] == pytest.approx(0.0, abs=1e-5)  # no drift before the update
-    assert float(head.linear.weight.detach().abs().sum()) > 0 and out["updates"] == 8
+    assert float(head.linear.weight.detach().abs().sum()) > 0 and out["updates"] == 2 and out["value_head"] is head
+
+
+def test_ppo_separate_critic_learns_on_its_own_copy():
+    policy = make_tiny_policy(0)
+    before = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    cfg = PPOConfig(steps=0, value_warmup=1, prompts_per_step=2, samples_per_prompt=3, max_new_tokens=12,
+                    critic="separate", value_epochs=6, value_clip=None, value_lr_scale=30.0)
+    out = train_ppo(policy, TextReward(), Arithmetic(), PROBLEMS, cfg, seed=0, progress=False)
+    critic, rec = out["value_head"], out["history"][0]
+    assert critic.trunk is not None and critic.trunk is not policy.model
+    assert rec["value_loss_end"] < rec["value_loss"]
+    moved = [k for k, v in critic.trunk.state_dict().items() if not torch.equal(v, before[k])]
+    assert moved and all(torch.equal(v, policy.model.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ValueError, match="does not match"):  # a detached head given to a separate critic
+        train_ppo(policy, TextReward(), Arithmetic(), PROBLEMS, cfg, seed=0, progress=False,
+                  value_head=ValueHead(policy.model.cfg.d_model))
+
+
+def test_ppo_value_warmup_fits_the_critic_without_moving_the_policy():
+    policy = make_tiny_policy(0)
+    before = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    cfg = PPOConfig(steps=0, value_warmup=2, prompts_per_step=2, samples_per_prompt=3, max_new_tokens=12,
+                    critic="detached", value_lr_scale=100.0)
+    out = train_ppo(policy, TextReward(), Arithmetic(), PROBLEMS, cfg, seed=0, progress=False)
+    assert [h["critic_only"] for h in out["history"]] == [True, True]
+    assert [h["step"] for h in out["history"]] == [1, 2] and out["train_tokens"] == 0
+    assert out["sample_tokens"] > 0  # warm-up batches are sampled, and count
+    assert all(torch.equal(v, policy.model.state_dict()[k]) for k, v in before.items())
+    assert float(out["value_head"].linear.weight.detach().abs().sum()) > 0
+    # a head passed back in is trained already: no warm-up batches
+    again = train_ppo(policy, TextReward(), Arithmetic(), PROBLEMS, replace(cfg, steps=1), seed=1, progress=False,
+                      value_head=out["value_head"])
+    assert [h["critic_only"] for h in again["history"]] == [False]
+    with pytest.raises(ValueError, match="value_warmup"):
+        PPOConfig(value_warmup=1, critic="shared")
 
 
 def test_ppo_adaptive_kl_and_config_errors():
@@ -366,3 +402,20 @@ def test_iterative_dpo_raises_greedy_accuracy(weak_adder):
     after, _, _ = greedy_accuracy(policy, task, train + test, max_new_tokens=24, progress=False)
     assert all(h["pairs"] > 20 for h in out["history"])
     assert after >= before + 0.10, (before, after)
+
+
+def test_distill_keeps_verified_visited_traces_answer_first():
+    from ponder.learn.distill import verified_traces
+    from ponder.search.mcts import Node, Tree
+
+    problem = Problem("m", "Q: 1+1\n", "2")
+    root = Node("", "", visits=10)
+    texts = {"1+1=2\nA: 2\n": 3, "A: 3\n": 5, "2\nA: 2\n": 1, "so\nA: 2\n": 0, "1+1=2\n": 4}
+    for text, visits in texts.items():
+        root.children.append(Node(text, text, parent=root, visits=visits, value_sum=0.5 * visits,
+                                  finished=text.endswith("\n") and "A:" in text))
+    tree = Tree(problem, root)
+    # the answer first; then visited finished nodes by visits; wrong, unvisited and unfinished ones never
+    assert verified_traces(tree, "2\nA: 2\n", Arithmetic(), 3) == ["2\nA: 2\n", "1+1=2\nA: 2\n"]
+    assert verified_traces(tree, "1+1=2\nA: 2\n", Arithmetic(), 1) == ["1+1=2\nA: 2\n"]
+    assert verified_traces(tree, "A: 3\n", Arithmetic(), 5) == ["1+1=2\nA: 2\n", "2\nA: 2\n"]

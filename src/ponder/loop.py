@@ -127,8 +127,12 @@ def _learn_phase(run: Run, cfg: RunConfig, policy, task, phase: str, progress: b
     lc, seed = cfg.learn, stable_seed(cfg.seed, phase)
     problems = task.problems("train", lc.problems, seed)
     if not lc.offline:
-        return online_round(policy, task, problems, lc, seed=seed, phase=phase, log=run.log, progress=progress,
-                            reward=verifier)
+        carry = {"value_head": _load_value_head(run, cfg, phase, policy)} if lc.learner == "ppo" else {}
+        result = online_round(policy, task, problems, lc, seed=seed, phase=phase, log=run.log, progress=progress,
+                              reward=verifier, carry=carry)
+        if "value_head" in carry:
+            _save_value_head(run, phase, carry["value_head"])
+        return result
     prm = load_model(prm_dir(run)) if lc.learner == "distill" else None
     saved = run.load_phase_data(phase)
     if saved is None:
@@ -143,6 +147,32 @@ def _learn_phase(run: Run, cfg: RunConfig, policy, task, phase: str, progress: b
     if prm is not None and lc.distill.prm_steps:
         prm.save(reward_dir(run.path) / f"prm_{phase}")
     return result
+
+
+def _value_head_file(run: Run, phase: str) -> Path:
+    return run.checkpoint_dir(phase).with_name(f"{phase}.critic.pt")
+
+
+def _save_value_head(run: Run, phase: str, head) -> None:
+    """PPO's critic (its head, and a separate critic's transformer) after round `phase`, beside the
+    round's checkpoint, atomically."""
+    path = _value_head_file(run, phase)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(head.state_dict(), tmp)
+    tmp.replace(path)
+
+
+def _load_value_head(run: Run, cfg: RunConfig, phase: str, policy):
+    """The critic the previous learning round saved, or None (the first round: a fresh one)."""
+    from ponder.learn.ppo import new_critic
+
+    names = [p for p in phase_names(cfg) if p.startswith("round")]
+    earlier = names[: names.index(phase)]
+    if not earlier or not _value_head_file(run, earlier[-1]).exists():
+        return None
+    head = new_critic(getattr(policy, "local", policy), cfg.learn.ppo.critic)
+    head.load_state_dict(torch.load(_value_head_file(run, earlier[-1]), weights_only=True))
+    return head
 
 
 def _policy_from_checkpoint(cfg: RunConfig) -> TinyPolicy:

@@ -1,8 +1,10 @@
 """Search distillation (ReST-MCTS* / AlphaZero style): the policy learns from its own tree search.
 
-One round: run PRM-guided MCTS on fresh training problems, keep the answer trace of every tree whose
-answer the verifier accepts, and fine-tune the policy on those traces by SFT (the search's
-improvement over sampling is what the policy is asked to absorb). With `prm_steps` > 0 the process
+One round: run PRM-guided MCTS on fresh training problems, keep the verified traces of each tree (its
+answer first, then other finished paths the search visited, most-visited first, up to
+`traces_per_tree` distinct ones), and fine-tune the policy on those traces by SFT (the search's
+improvement over sampling is what the policy is asked to absorb; ReST-MCTS* likewise keeps every
+correct trace its trees reached, not only the chosen one). With `prm_steps` > 0 the process
 reward model is also fine-tuned on the trees' backed-up values: every visited node's path gets, per
 step, the mean value its node reached in search (ReST-MCTS*'s value targets, softened by visits),
 so the PRM that guides the next round's search has seen the current policy's states.
@@ -19,7 +21,7 @@ from dataclasses import dataclass, replace
 from ponder.learn.sft import Checkpointing, SFTConfig, steps_for, train_sft
 from ponder.policy.base import Policy
 from ponder.reward.model import RewardExample, train_reward_model
-from ponder.search.mcts import MCTSConfig, mcts
+from ponder.search.mcts import MCTSConfig, Tree, mcts
 from ponder.tasks.base import Task
 from ponder.types import Cost, Problem, Sampling
 
@@ -38,6 +40,9 @@ class DistillConfig:
     """Sampling temperature of the expansions."""
     max_new_tokens: int = 64
     """Token cap of one step."""
+    traces_per_tree: int = 1
+    """Most distinct verified traces kept per tree: the answer, then visited finished paths by visits
+    (then Q). More than one gives the SFT more, and more varied, data per search."""
     epochs: float = 0.0
     """Passes over the round's kept traces; a round trains min(sft.steps, epochs * kept / batch)
     steps (0: always sft.steps). On the default task a few hundred traces at epochs = 2 made a round
@@ -55,7 +60,7 @@ class DistillConfig:
     its last step; 0: none."""
 
     def __post_init__(self) -> None:
-        for name in ("simulations", "expansions", "max_new_tokens", "min_visits"):
+        for name in ("simulations", "expansions", "max_new_tokens", "min_visits", "traces_per_tree"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("epochs", "prm_steps", "c_puct", "prefix_cache_mb"):
@@ -63,6 +68,19 @@ class DistillConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.temperature > 0 and self.prm_lr > 0):
             raise ValueError(f"temperature and prm_lr must be > 0, got {self.temperature}, {self.prm_lr}")
+
+
+def verified_traces(tree: Tree, answer: str, task: Task, k: int) -> list[str]:
+    """Up to `k` distinct texts the verifier accepts: the search's `answer`, then the tree's visited
+    finished nodes, most-visited first (ties: higher Q)."""
+    finished = sorted((n for n in tree.nodes() if n.finished and n.visits > 0), key=lambda n: (-n.visits, -n.q))
+    out: list[str] = []
+    for text in [answer] + [n.text for n in finished]:
+        if len(out) == k:
+            break
+        if text not in out and task.verify(tree.problem, text) >= 1.0:
+            out.append(text)
+    return out
 
 
 def search_round(policy: Policy, prm, task: Task, problems: Sequence[Problem], cfg: DistillConfig, *, seed: int
@@ -80,10 +98,12 @@ def search_round(policy: Policy, prm, task: Task, problems: Sequence[Problem], c
     finally:
         if cacheable:
             policy.set_prefix_cache(0)
-    traces = [[p.prompt, r.text] for p, r in zip(problems, results) if task.verify(p, r.text) >= 1.0]
+    traces = [[p.prompt, text] for p, r, tree in zip(problems, results, trees)
+              for text in verified_traces(tree, r.text, task, cfg.traces_per_tree)]
     values = [[e.prompt, e.text, list(e.targets)] for t in trees for e in t.value_examples(cfg.min_visits)]
     cost = Cost.total(r.cost for r in results)
-    stats = {"searched": len(problems), "kept": len(traces), "search_accuracy": len(traces) / max(len(problems), 1),
+    solved = sum(task.verify(p, r.text) >= 1.0 for p, r in zip(problems, results))
+    stats = {"searched": len(problems), "kept": len(traces), "search_accuracy": solved / max(len(problems), 1),
              "value_examples": len(values), "sample_tokens": cost.tokens_generated,
              "tokens_encoded": cost.tokens_encoded, "sample_flops": cost.flops}
     return {"traces": traces, "values": values}, stats

@@ -16,9 +16,16 @@ Each step samples a batch exactly as GRPO does (`ponder.learn.rl`'s helpers), th
    per-token advantages) plus `vf_coef` times the clipped `losses.value_loss`.
 
 Critic: "shared" trains the value head and, through the value loss, the policy's trunk (one model,
-PPO's original setting); "detached" reads detached hidden states, so only the head learns and the
-policy is updated by the policy loss alone. Either way the values cost a second forward pass per
-micro-batch (the engine's logits and hidden states come from separate calls).
+PPO's original setting; the values cost a second forward pass per micro-batch and epoch). "detached"
+reads the batch's hidden states once, before the policy moves, and fits only the head on them.
+"separate" is its own transformer, a copy of the policy at the start, with the head on top (the
+usual RLHF setting: Ouyang et al. 2022 and PPO-max start the critic from a trained model): it can
+learn values the policy's features do not expose linearly, at the cost of its own forward and
+backward passes. The detached and separate critics are fitted in `value_epochs` passes of their own
+optimizer after the policy's updates (a critic phase, as in Cobbe et al. 2020, "Phasic Policy
+Gradient"), so the policy is updated by the policy loss alone. A fresh head predicts 0 everywhere, a
+poor baseline, so `value_warmup` batches can fit it before the policy's first update; pass the
+trained critic back in (`value_head`) to keep it across rounds, as `ponder run` does.
 
 KL control: with `kl_target` None, beta stays `kl_coef`. With a target, after each batch beta is
 multiplied by 1 + clip(KL / target - 1, -0.2, 0.2) * B / `kl_horizon`, where KL is the batch's mean
@@ -29,6 +36,7 @@ while it stays closer, and changes by at most 20% per `kl_horizon` samples.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,16 +70,31 @@ from ponder.types import Problem
 
 
 class ValueHead(nn.Module):
-    """V(s_t) from the policy's final hidden state (B, T, D) -> (B, T); starts at exactly 0."""
+    """V(s_t) from a final hidden state (B, T, D) -> (B, T); starts at exactly 0. With `trunk` (a
+    separate critic's own transformer) the states come from it, otherwise from the policy."""
 
-    def __init__(self, d_model: int) -> None:
+    def __init__(self, d_model: int, trunk: nn.Module | None = None) -> None:
         super().__init__()
         self.linear = nn.Linear(d_model, 1)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
+        self.trunk = trunk
 
     def forward(self, hidden: Tensor) -> Tensor:
         return self.linear(hidden).squeeze(-1)
+
+
+CRITICS = ("shared", "detached", "separate")
+
+
+def new_critic(policy, critic: str) -> ValueHead:
+    """A fresh critic for `policy`: a zero head, on a trainable copy of its transformer if "separate"."""
+    trunk = None
+    if critic == "separate":
+        trunk = copy.deepcopy(policy.model)
+        for p in trunk.parameters():
+            p.requires_grad_(True)
+    return ValueHead(policy.model.cfg.d_model, trunk)
 
 
 @dataclass(frozen=True)
@@ -101,7 +124,13 @@ class PPOConfig:
     vf_coef: float = 0.5
     """Weight of the value loss."""
     critic: str = "shared"
-    """"shared" (the value loss also trains the policy's trunk) or "detached" (only the head learns)."""
+    """"shared" (the value loss also trains the policy's trunk), "detached" (a head on the policy's
+    states; only the head learns) or "separate" (a head on its own copy of the policy's transformer)."""
+    value_epochs: int = 4
+    """Detached and separate critics: passes of the critic's own optimizer over each batch."""
+    value_warmup: int = 0
+    """Detached and separate critics: batches sampled only to fit a fresh critic before the policy's
+    first update (skipped when a trained `value_head` is passed in); their tokens count as sampled."""
     epochs_per_batch: int = 4
     """Updates per sampled batch."""
     micro_batch: int = 0
@@ -131,10 +160,10 @@ class PPOConfig:
             return ValueError(f"{name} must be {need}, got {getattr(self, name)!r}")
 
         for name in ("prompts_per_step", "samples_per_prompt", "max_new_tokens", "epochs_per_batch", "log_every",
-                     "kl_horizon"):
+                     "kl_horizon", "value_epochs"):
             if getattr(self, name) < 1:
                 raise bad(name, ">= 1")
-        for name in ("steps", "warmup", "micro_batch", "vf_coef", "kl_coef", "grad_clip"):
+        for name in ("steps", "warmup", "micro_batch", "vf_coef", "kl_coef", "grad_clip", "value_warmup"):
             if getattr(self, name) < 0:
                 raise bad(name, ">= 0")
         for name in ("temperature", "lr", "value_lr_scale"):
@@ -143,8 +172,11 @@ class PPOConfig:
         for name in ("gamma", "lam"):
             if not 0 <= getattr(self, name) <= 1:
                 raise bad(name, "in [0, 1]")
-        if self.critic not in ("shared", "detached"):
-            raise bad("critic", '"shared" or "detached"')
+        if self.critic not in CRITICS:
+            raise bad("critic", '"shared", "detached" or "separate"')
+        if self.value_warmup and self.critic == "shared":
+            raise ValueError('value_warmup needs critic = "detached" or "separate" (a shared critic cannot fit '
+                             'without moving the policy)')
         if self.reduction not in ("token", "sequence", "constant"):
             raise bad("reduction", '"token", "sequence" or "constant"')
         if self.value_clip is not None and self.value_clip < 0:
@@ -185,30 +217,64 @@ def ppo_targets(rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float, 
 
 
 def critic_values(policy, head: ValueHead, rollout: Rollout, r: Sequence[int], *, grad: bool) -> Tensor:
-    """The value head on micro-batch rows `r` (b, T); the trunk gets gradients only with `grad`."""
+    """The critic's values on micro-batch rows `r` (b, T); gradients reach its trunk (the policy's for
+    a head without one) only with `grad`."""
     with torch.set_grad_enabled(grad):
-        hidden = completion_states(policy, *rollout.rows(r)[:3], hidden=True)[0]
+        hidden = completion_states(policy, *rollout.rows(r)[:3], hidden=True, model=head.trunk)[0]
     return head(hidden)
+
+
+def fit_critic(values_of: Callable[[int, list[int]], Tensor], params: list[Tensor], opt: torch.optim.Optimizer,
+               rows: list[list[int]], old_values: Tensor, returns: Tensor, mask: Tensor, cfg: PPOConfig,
+               normalizer: float) -> list[float]:
+    """The critic's own phase: `cfg.value_epochs` updates against the batch's returns, where
+    `values_of(j, rows_j)` gives micro-batch j's values with gradients; returns each update's value
+    loss (the first is the critic's fit before any update on this batch)."""
+    losses = []
+    for _ in range(cfg.value_epochs):
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for j, r in enumerate(rows):
+            v = values_of(j, r)
+            T = v.shape[1]
+            vl, _ = L.value_loss(v, old_values[r, :T], returns[r, :T], mask[r, :T], clip_eps=cfg.value_clip,
+                                 reduction=cfg.reduction, max_len=cfg.max_new_tokens, normalizer=normalizer)
+            vl.backward()
+            total += vl.item()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        losses.append(total)
+    return losses
 
 
 def train_ppo(policy: Policy, reward: OutcomeReward | None, task: Task, problems: Sequence[Problem], cfg: PPOConfig,
               *, seed: int, value_head: ValueHead | None = None, log: Callable[[dict], None] | None = None,
               progress: bool = True, phase: str = "ppo") -> dict:
     """Train `policy` (the built-in engine: it needs `.model.hidden`) and a value head in place with
-    PPO; returns summary statistics like `rl.train_rl`'s. Pass `value_head` to keep the trained head.
+    PPO; returns summary statistics like `rl.train_rl`'s, plus "value_head" (the trained head; pass it
+    as `value_head` next time to keep it, which also skips `value_warmup`).
 
-    Step records add value_loss and value_loss_end (first and last epoch: the critic's fit to the
-    batch), value_mean, return_mean, value_clip_frac, kl_coef (beta used) and kl_seq (the batch's
-    per-sequence KL to the reference, which the adaptive controller tracks)."""
+    Step records add value_loss and value_loss_end (the critic's fit to the batch before and after its
+    updates), value_mean, return_mean, value_clip_frac, kl_coef (beta used), kl_seq (the batch's
+    per-sequence KL to the reference, which the adaptive controller tracks) and critic_only (a
+    `value_warmup` batch: the policy did not move). Batches are numbered from 1, warm-up first."""
     if not problems:
         raise ValueError(f"{phase}: no training problems")
     if not hasattr(getattr(policy, "model", None), "hidden"):
         raise TypeError(f"{phase}: PPO's value head needs the built-in engine's hidden states (policy.model.hidden)")
     reward = reward if reward is not None else VerifierReward(task)
-    head = value_head if value_head is not None else ValueHead(policy.model.cfg.d_model)
+    own = cfg.critic != "shared"  # the critic has its own optimizer and phase
+    warm = cfg.value_warmup if value_head is None else 0
+    head = value_head if value_head is not None else new_critic(policy, cfg.critic)
+    if (head.trunk is not None) != (cfg.critic == "separate"):
+        raise ValueError(f"{phase}: the value_head passed in does not match critic = {cfg.critic!r}")
     params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": params}, {"params": list(head.parameters()), "lr_scale": cfg.value_lr_scale}],
+    head_params = list(head.parameters())
+    opt = torch.optim.AdamW([{"params": params}] + ([] if own else [{"params": head_params,
+                                                                      "lr_scale": cfg.value_lr_scale}]),
                             lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    head_opt = torch.optim.AdamW(head_params, lr=cfg.lr * cfg.value_lr_scale, betas=(0.9, 0.95), weight_decay=0.0)
     reference = make_reference(policy) if cfg.kl_coef > 0 or cfg.kl_target is not None else None
     gen = torch.Generator().manual_seed(seed)
     beta, max_len = cfg.kl_coef, cfg.max_new_tokens
@@ -216,8 +282,8 @@ def train_ppo(policy: Policy, reward: OutcomeReward | None, task: Task, problems
     history: list[dict] = []
     start = time.perf_counter()
     policy.train(True)
-    for step in tqdm(range(cfg.steps), desc=phase, disable=not progress, leave=False, dynamic_ncols=True):
-        check_stop(f"{phase} step {step + 1}")
+    for step in tqdm(range(-warm, cfg.steps), desc=phase, disable=not progress, leave=False, dynamic_ncols=True):
+        check_stop(f"{phase} step {step + 1}" if step >= 0 else f"{phase} critic warm-up batch {step + warm + 1}")
         batch = draw_problems(problems, cfg.prompts_per_step, gen)
         rollout = sample_rollout(policy, reward, batch, group_size=cfg.samples_per_prompt, temperature=cfg.temperature,
                                  max_new_tokens=max_len, seed=int(torch.randint(2**62, (1,), generator=gen)))
@@ -225,7 +291,9 @@ def train_ppo(policy: Policy, reward: OutcomeReward | None, task: Task, problems
         prepare(policy, rollout, rows, reference, old=True)
         mask = pad_cat(rollout.masks)
         with torch.no_grad():
-            values = pad_cat([critic_values(policy, head, rollout, r, grad=False) for r in rows]) * mask
+            hidden = [completion_states(policy, *rollout.rows(r)[:3], hidden=True, model=head.trunk)[0]
+                      for r in rows]
+            values = pad_cat([head(h) for h in hidden]) * mask
         kl = pad_cat(rollout.old) - pad_cat(rollout.ref) if reference is not None else None
         adv, returns = ppo_targets(rollout.rewards, values, mask, gamma=cfg.gamma, lam=cfg.lam,
                                    whiten_adv=cfg.whiten_advantages, kl=kl, beta=beta)
@@ -238,24 +306,37 @@ def train_ppo(policy: Policy, reward: OutcomeReward | None, task: Task, problems
             T = mask.shape[1]
             pg, stats = L.policy_gradient_loss(logp, rollout.old[j], adv[r, :T], mask, clip_eps=cfg.clip_eps,
                                                reduction=cfg.reduction, max_len=max_len, normalizer=normalizer)
-            v = critic_values(policy, head, rollout, r.tolist(), grad=cfg.critic == "shared")
+            if own:
+                return pg, stats
+            v = critic_values(policy, head, rollout, r.tolist(), grad=True)
             vl, vstats = L.value_loss(v, values[r, :T], returns[r, :T], mask, clip_eps=cfg.value_clip,
                                       reduction=cfg.reduction, max_len=max_len, normalizer=normalizer)
             value_losses.append(vl.item())
             return pg + cfg.vf_coef * vl, {**stats, **vstats}
 
-        lr = warmup_lr(step * cfg.epochs_per_batch, cfg.lr, cfg.warmup)
-        stats = update(policy, opt, params + list(head.parameters()), rollout, rows, loss_fn,
-                       epochs=cfg.epochs_per_batch, grad_clip=cfg.grad_clip, lr=lr, phase=phase, step=step)
-        per_epoch = [sum(value_losses[e * len(rows) : (e + 1) * len(rows)]) for e in range(cfg.epochs_per_batch)]
+        if step >= 0:
+            lr = warmup_lr(step * cfg.epochs_per_batch, cfg.lr, cfg.warmup)
+            stats = update(policy, opt, params + ([] if own else head_params), rollout, rows, loss_fn,
+                           epochs=cfg.epochs_per_batch, grad_clip=cfg.grad_clip, lr=lr, phase=phase, step=step)
+            per_epoch = [sum(value_losses[e * len(rows) : (e + 1) * len(rows)]) for e in range(cfg.epochs_per_batch)]
+        else:
+            lr, stats, per_epoch = 0.0, {"train_tokens": 0}, []
+        if own:
+            def values_of(j: int, r: list[int], hidden: list[Tensor] = hidden, rollout: Rollout = rollout) -> Tensor:
+                if head.trunk is None:  # detached: the states the batch was scored with
+                    return head(hidden[j])
+                return critic_values(policy, head, rollout, r, grad=True)
+
+            per_epoch = fit_critic(values_of, head_params, head_opt, rows, values, returns, mask, cfg, normalizer)
         real = mask.bool()
         kl_seq = float((kl * mask).sum(1).mean()) if kl is not None else None
         stats.update(value_loss=per_epoch[0], value_loss_end=per_epoch[-1], value_mean=float(values[real].mean()),
-                     return_mean=float(returns[real].mean()), kl_coef=beta, kl_seq=kl_seq)
-        history.append(step_record(phase, step, rollout, adv[real], stats, totals, lr=lr, start=start))
-        if cfg.kl_target is not None and kl_seq is not None:
+                     return_mean=float(returns[real].mean()), kl_coef=beta, kl_seq=kl_seq, critic_only=step < 0)
+        history.append(step_record(phase, step + warm, rollout, adv[real], stats, totals, lr=lr, start=start))
+        if cfg.kl_target is not None and kl_seq is not None and step >= 0:
             beta = adaptive_kl(beta, kl_seq, cfg.kl_target, cfg.kl_horizon, len(rollout.texts))
-        if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+        if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or step < 0):
             log(dict(history[-1]))
     policy.train(False)
-    return {**summary(cfg.steps, cfg.steps * cfg.epochs_per_batch, totals, history, start), "kl_coef": beta}
+    return {**summary(cfg.steps, cfg.steps * cfg.epochs_per_batch, totals, history, start), "kl_coef": beta,
+            "value_head": head}

@@ -98,9 +98,12 @@ def learn_half(policy, data, stats: dict, cfg: LearnConfig, *, seed: int, phase:
 
 
 def online_round(policy, task: Task, problems, cfg: LearnConfig, *, seed: int, phase: str,
-                 log: Callable[[dict], None] | None = None, progress: bool = True, reward=None) -> dict:
+                 log: Callable[[dict], None] | None = None, progress: bool = True, reward=None,
+                 carry: dict | None = None) -> dict:
     """One round of an on-policy learner, in place; returns its figures (no per-step history: the
-    steps are in the run's metrics log). `reward` scores samples (None: the task's verifier)."""
+    steps are in the run's metrics log). `reward` scores samples (None: the task's verifier). `carry`
+    holds what a learner keeps between rounds besides the policy: PPO reads its value head from
+    carry["value_head"] (None or absent: a fresh one) and writes the trained head back."""
     if cfg.learner == "dpo":
         out = iterative_dpo(policy, reward, task, problems, cfg.dpo, cfg.dpo_iterations, seed=seed, log=log,
                             progress=progress, phase=phase)
@@ -110,7 +113,10 @@ def online_round(policy, task: Task, problems, cfg: LearnConfig, *, seed: int, p
                 "sample_flops": out["sample_flops"], "train_tokens": out["train_tokens"],
                 "train_steps": sum(h.get("steps", 0) for h in hist)}
     if cfg.learner == "ppo":
-        out = train_ppo(policy, reward, task, problems, cfg.ppo, seed=seed, log=log, progress=progress, phase=phase)
+        carry = {} if carry is None else carry
+        out = train_ppo(policy, reward, task, problems, cfg.ppo, seed=seed, log=log, progress=progress, phase=phase,
+                        value_head=carry.get("value_head"))
+        carry["value_head"] = out.pop("value_head")
     else:
         out = train_rl(policy, reward, task, problems, replace(cfg.rl, advantage=cfg.learner), seed=seed, log=log,
                        progress=progress, phase=phase)

@@ -16,11 +16,12 @@ from ponder.learn import losses as L
 
 
 def completion_states(policy, prompts: Sequence[str], texts: Sequence[str], eos: Sequence[bool], *,
-                      hidden: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+                      hidden: bool = False, model=None) -> tuple[Tensor, Tensor, Tensor]:
     """For a built-in-engine policy (a `.tokenizer`, a `.model` with `.hidden`): the logits (B, T, V)
     that predict each completion token, or with `hidden` the final hidden states there (the state
     before token t, which a value head reads); the completion token ids (B, T); the real-token mask
-    (B, T). EOS closes the rows where `eos` is true. Differentiable."""
+    (B, T). EOS closes the rows where `eos` is true. `model` runs another transformer of the same
+    tokenizer in the policy's place (a separate critic). Differentiable."""
     tok = policy.tokenizer
     p_ids = [[tok.bos_id] + tok.encode(p) for p in prompts]
     c_ids = [tok.encode(c) + ([tok.eos_id] if e else []) for c, e in zip(texts, eos)]
@@ -28,8 +29,9 @@ def completion_states(policy, prompts: Sequence[str], texts: Sequence[str], eos:
     ids = torch.full((len(p_ids), width), tok.pad_id, dtype=torch.long)
     for b, (p, c) in enumerate(zip(p_ids, c_ids)):
         ids[b, : len(p) + len(c)] = torch.tensor(p + c)
+    model = policy.model if model is None else model
     with policy.autocast() if hasattr(policy, "autocast") else nullcontext():
-        out = policy.model.hidden(ids[:, :-1]) if hidden else policy.model(ids[:, :-1])
+        out = model.hidden(ids[:, :-1]) if hidden else model(ids[:, :-1])
     col = torch.arange(max(len(c) for c in c_ids))[None, :]
     mask = (col < torch.tensor([len(c) for c in c_ids])[:, None]).float()
     index = (torch.tensor([len(p) - 1 for p in p_ids])[:, None] + col).clamp(max=width - 2)
