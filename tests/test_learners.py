@@ -223,6 +223,7 @@ def test_ppo_separate_critic_learns_on_its_own_copy():
     critic, rec = out["value_head"], out["history"][0]
     assert critic.trunk is not None and critic.trunk is not policy.model
     assert rec["value_loss_end"] < rec["value_loss"]
+    assert out["train_tokens"] == 6 * out["sample_tokens"]  # no policy update; the critic trained 6 passes
     moved = [k for k, v in critic.trunk.state_dict().items() if not torch.equal(v, before[k])]
     assert moved and all(torch.equal(v, policy.model.state_dict()[k]) for k, v in before.items())
     with pytest.raises(ValueError, match="does not match"):  # a detached head given to a separate critic

@@ -258,7 +258,9 @@ def train_ppo(policy: Policy, reward: OutcomeReward | None, task: Task, problems
     Step records add value_loss and value_loss_end (the critic's fit to the batch before and after its
     updates), value_mean, return_mean, value_clip_frac, kl_coef (beta used), kl_seq (the batch's
     per-sequence KL to the reference, which the adaptive controller tracks) and critic_only (a
-    `value_warmup` batch: the policy did not move). Batches are numbered from 1, warm-up first."""
+    `value_warmup` batch: the policy did not move). Batches are numbered from 1, warm-up first.
+    train_tokens counts a separate critic's training tokens too (its transformer is trained as much as
+    the policy); a detached head's updates cost no transformer pass and count nothing."""
     if not problems:
         raise ValueError(f"{phase}: no training problems")
     if not hasattr(getattr(policy, "model", None), "hidden"):
@@ -328,6 +330,8 @@ def train_ppo(policy: Policy, reward: OutcomeReward | None, task: Task, problems
                 return critic_values(policy, head, rollout, r, grad=True)
 
             per_epoch = fit_critic(values_of, head_params, head_opt, rows, values, returns, mask, cfg, normalizer)
+            if head.trunk is not None:  # a separate critic's transformer trains on every token, value_epochs times
+                stats["train_tokens"] += int(mask.sum()) * cfg.value_epochs
         real = mask.bool()
         kl_seq = float((kl * mask).sum(1).mean()) if kl is not None else None
         stats.update(value_loss=per_epoch[0], value_loss_end=per_epoch[-1], value_mean=float(values[real].mean()),
