@@ -8,12 +8,14 @@ whitened advantages, clipped value loss and a KL constraint are what keep PPO st
 
 Each step samples a batch exactly as GRPO does (`ponder.learn.rl`'s helpers), then:
 1. log-probs of the policy (old) and of the frozen reference, and values V(s_t) from `ValueHead`, a
-   linear layer over the policy's final hidden state before token t (`policy.model.hidden`);
+   linear layer over a final hidden state before token t (the policy's `model.hidden`, or a
+   separate critic's own transformer);
 2. per-token rewards: the outcome reward on the last real token, minus beta * (old - ref) on every
    token when there is a KL penalty (k1, the per-token log-ratio, as in Ziegler et al.);
 3. GAE advantages and TD(lambda) returns (`advantages.gae`), advantages whitened over the batch;
 4. `epochs_per_batch` updates of the same `losses.policy_gradient_loss` that GRPO uses (with
-   per-token advantages) plus `vf_coef` times the clipped `losses.value_loss`.
+   per-token advantages), plus `vf_coef` times the clipped `losses.value_loss` for a shared critic;
+   a detached or separate critic then fits the same value loss in its own phase.
 
 Critic: "shared" trains the value head and, through the value loss, the policy's trunk (one model,
 PPO's original setting; the values cost a second forward pass per micro-batch and epoch). "detached"
