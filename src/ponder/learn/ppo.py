@@ -125,7 +125,7 @@ class PPOConfig:
     """Clip range of the value change from the values that computed the advantages; None: no clip."""
     vf_coef: float = 0.5
     """Weight of the value loss."""
-    critic: str = "shared"
+    critic: str = "separate"
     """"shared" (the value loss also trains the policy's trunk), "detached" (a head on the policy's
     states; only the head learns) or "separate" (a head on its own copy of the policy's transformer)."""
     value_epochs: int = 4

@@ -53,8 +53,9 @@ class LearnConfig:
     rl: RLConfig = RLConfig(steps=40, prompts_per_step=32, group_size=8, temperature=0.7, max_new_tokens=64,
                             lr=1e-4)
     """Settings of learners reinforce, rloo, grpo and dr_grpo, per round (`advantage` is set by `learner`)."""
-    ppo: PPOConfig = PPOConfig(steps=40, prompts_per_step=32, samples_per_prompt=4, temperature=0.7,
-                               max_new_tokens=64, lr=1e-4)
+    ppo: PPOConfig = PPOConfig(steps=15, prompts_per_step=64, samples_per_prompt=8, temperature=0.7,
+                               max_new_tokens=64, lr=1e-4, warmup=5, epochs_per_batch=2, kl_coef=0.02,
+                               value_warmup=5, value_epochs=2, lam=1.0)
     """Settings of learner ppo, per round."""
     dpo: DPOConfig = DPOConfig(max_new_tokens=64, temperature=0.7)
     """Settings of learner dpo."""
