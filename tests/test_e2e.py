@@ -9,8 +9,9 @@ import pytest
 
 from ponder import loop
 from ponder.cli import main
-from ponder.config import load_recipe
+from ponder.config import RECIPE_DIR, load_recipe
 from ponder.runs import Run
+from ponder.tasks import make_task
 
 TINY = [
     "task.digits=2", 'task.styles=["column"]', "model.n_layer=2", "model.d_model=64", "model.max_seq_len=48",
@@ -143,3 +144,11 @@ def test_default_recipe_loads_and_lists():
     cfg = load_recipe()
     assert cfg.name == "default" and cfg.task["name"] == "arithmetic"
     assert cfg.learn.rounds >= 2 and max(cfg.eval.n) == 16
+
+
+@pytest.mark.parametrize("recipe", sorted(f.stem for f in RECIPE_DIR.glob("*.toml")))
+def test_every_builtin_recipe_loads_and_builds_its_task(recipe):
+    cfg = load_recipe(recipe)
+    assert cfg.name == recipe  # a recipe's run directory is named after it
+    task = make_task(cfg.task["name"], cfg.task_config())
+    assert task.problems("test", 2, cfg.seed)
