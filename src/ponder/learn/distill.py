@@ -40,7 +40,7 @@ class DistillConfig:
     """Sampling temperature of the expansions."""
     max_new_tokens: int = 64
     """Token cap of one step."""
-    traces_per_tree: int = 1
+    traces_per_tree: int = 4
     """Most distinct verified traces kept per tree: the answer, then visited finished paths by visits
     (then Q). More than one gives the SFT more, and more varied, data per search."""
     epochs: float = 0.0
