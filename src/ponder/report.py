@@ -55,7 +55,7 @@ def build_summary(config: dict, results: dict) -> dict:
 def _plot_training(metrics: list[dict], out: Path) -> bool:
     series: dict[str, list[tuple[int, float]]] = {}
     for m in metrics:
-        if "loss" in m and m.get("step", 0) > 0:
+        if "loss" in m and m.get("step", 0) > 0 and "reward_mean" not in m:  # NLL only: RL losses go below 0
             series.setdefault(m["phase"], []).append((m["step"], m["loss"]))
     if not series:
         return False
