@@ -25,7 +25,7 @@ ONE_ROUND = {
                 "learn.distill.max_new_tokens=12", "learn.distill.sft.steps=4", "learn.distill.sft.batch_size=8",
                 "learn.distill.prm_steps=3", "learn.distill.min_visits=1"],
     "ppo": ["learn.ppo.steps=2", "learn.ppo.prompts_per_step=4", "learn.ppo.samples_per_prompt=2",
-            "learn.ppo.max_new_tokens=40", "learn.ppo.epochs_per_batch=2", 'learn.ppo.critic="detached"',
+            "learn.ppo.max_new_tokens=40", "learn.ppo.epochs_per_batch=2", 'learn.ppo.critic="separate"',
             "learn.ppo.value_warmup=1"],
     "dpo": ["learn.dpo.prompts_per_round=6", "learn.dpo.samples=3", "learn.dpo.max_new_tokens=40",
             "learn.dpo_iterations=2", "learn.dpo.train.batch_size=4"],
@@ -79,7 +79,7 @@ def test_every_learner_runs_rounds_from_a_shared_init(tmp_path, init_checkpoint,
         assert (run / "plots" / "entropy.png").is_file()
         assert summary["learning"][0]["entropy_first"] == entropy[0]["entropy"]
     if learner == "ppo":  # the value head is saved each round and the next round starts from it
-        assert all((run / "checkpoints" / f"{r}.critic.pt").is_file() for r in ("round1", "round2"))
+        assert all((run / "checkpoints" / f"{r}.critic.safetensors").is_file() for r in ("round1", "round2"))
         steps = {r: [m for m in Run.open(run).metrics() if m.get("phase") == r and "critic_only" in m]
                  for r in ("round1", "round2")}
         assert [m["critic_only"] for m in steps["round1"]] == [True, False, False]  # warm-up only once

@@ -150,20 +150,24 @@ def _learn_phase(run: Run, cfg: RunConfig, policy, task, phase: str, progress: b
 
 
 def _value_head_file(run: Run, phase: str) -> Path:
-    return run.checkpoint_dir(phase).with_name(f"{phase}.critic.pt")
+    return run.checkpoint_dir(phase).with_name(f"{phase}.critic.safetensors")
 
 
 def _save_value_head(run: Run, phase: str, head) -> None:
     """PPO's critic (its head, and a separate critic's transformer) after round `phase`, beside the
     round's checkpoint, atomically."""
+    from safetensors.torch import save_model
+
     path = _value_head_file(run, phase)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(head.state_dict(), tmp)
+    save_model(head, str(tmp))  # safetensors; tied weights are stored once
     tmp.replace(path)
 
 
 def _load_value_head(run: Run, cfg: RunConfig, phase: str, policy):
     """The critic the previous learning round saved, or None (the first round: a fresh one)."""
+    from safetensors.torch import load_model
+
     from ponder.learn.ppo import new_critic
 
     names = [p for p in phase_names(cfg) if p.startswith("round")]
@@ -171,7 +175,7 @@ def _load_value_head(run: Run, cfg: RunConfig, phase: str, policy):
     if not earlier or not _value_head_file(run, earlier[-1]).exists():
         return None
     head = new_critic(getattr(policy, "local", policy), cfg.learn.ppo.critic)
-    head.load_state_dict(torch.load(_value_head_file(run, earlier[-1]), weights_only=True))
+    load_model(head, str(_value_head_file(run, earlier[-1])))
     return head
 
 
