@@ -34,24 +34,25 @@ def _results_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from ponder.loop import run_loop
-    from ponder.report import write_report
+def positive_int(text: str) -> int:
+    """argparse type of --seeds: an integer >= 1, else one clear message."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != text.strip():
+        raise argparse.ArgumentTypeError(f"must be a positive integer (how many seeds to run), got {text!r}")
+    return value
 
-    if args.resume:
-        if args.set or args.recipe:
-            raise ConfigError("--resume continues a run with its own config.toml; drop RECIPE and --set")
-        run = Run.open(args.resume)
-        cfg = load_recipe(str(Path(args.resume) / "config.toml"))
-        task = make_task(cfg.task["name"], cfg.task_config())
-    else:
-        cfg = load_recipe(args.recipe, args.set)
-        task = make_task(cfg.task["name"], cfg.task_config())  # data files are read and checked before any work
-        name = args.name or cfg.name
-        run = Run.create(Path(args.runs_dir) / name, force=args.force)
-        write_atomic(run.path / "config.toml", to_toml(to_dict(cfg)))
-        write_json(run.path / "config.json", to_dict(cfg))
-    print(f"run directory: {run.path}", file=sys.stderr)
+
+def claims_lines(claims: list[dict]) -> str:
+    """The computed claims, one line each: verdict, effect and interval, statement."""
+    from ponder.report import claim_effect
+
+    return "\n".join(f"  {c['verdict']:<13} {claim_effect(c):<32} {c['statement']}" for c in claims)
+
+
+def _check_run_flags(args: argparse.Namespace, cfg) -> None:
     if args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
     if args.ray_address and not args.workers:
@@ -59,13 +60,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers and cfg.policy.backend != "tiny":
         raise ConfigError(f"--workers fans out the built-in engine; backend {cfg.policy.backend!r} scales with its own "
                           "devices (use backend 'vllm' on GPUs)")
+
+
+def _new_run(cfg, path: Path, force: bool) -> Run:
+    run = Run.create(path, force=force)
+    write_atomic(run.path / "config.toml", to_toml(to_dict(cfg)))
+    write_json(run.path / "config.json", to_dict(cfg))
+    return run
+
+
+def _execute(cfg, run: Run, task, args: argparse.Namespace, resume_hint: Path) -> int:
+    """Run (or resume) one run to its report; 0 when it finished."""
+    from ponder.loop import run_loop
+    from ponder.report import write_report
+
+    print(f"run directory: {run.path}", file=sys.stderr)
     install_handlers()
     try:
         run_loop(cfg, run, task=task, progress=not args.quiet, echo=lambda s: print(s, file=sys.stderr),
                  workers=args.workers, ray_address=args.ray_address)
     except Interrupted as e:
         print(f"\nponder: stopped during {e}; progress is saved. Continue with:\n"
-              f"  ponder run --resume {run.path}", file=sys.stderr)
+              f"  ponder run --resume {resume_hint}", file=sys.stderr)
         return 130
     except TrainingDiverged as e:
         last = run.state.get("last_checkpoint")
@@ -77,13 +93,75 @@ def cmd_run(args: argparse.Namespace) -> int:
         run.close()
     summary = write_report(run.path)
     print(_results_table(summary))
+    print("\nclaims (computed from the intervals):\n" + claims_lines(summary["claims"]))
     print(f"\nreport: {run.path / 'report.html'}\nsummary: {run.path / 'summary.json'}")
     return 0
 
 
+def _run_seeds(cfg, root: Path, seeds: list[int], args: argparse.Namespace, fresh: bool) -> int:
+    """Each seed's run in root/seed<S>, one after another (a finished one is skipped, an interrupted one
+    resumed), then the aggregate summary and report."""
+    from dataclasses import replace
+
+    from ponder.loop import phase_names
+    from ponder.replicate import seed_dir, write_aggregate
+
+    for seed in seeds:
+        scfg = replace(cfg, seed=seed)
+        path = seed_dir(root, seed)
+        if not fresh and (path / "state.json").is_file():
+            run = Run.open(path)
+            if all(run.done(p) for p in phase_names(scfg)):
+                print(f"seed {seed}: finished already ({path})", file=sys.stderr)
+                continue
+        else:
+            run = _new_run(scfg, path, force=False)
+        print(f"seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})", file=sys.stderr)
+        code = _execute(scfg, run, make_task(scfg.task["name"], scfg.task_config()), args, resume_hint=root)
+        if code:
+            return code
+    agg = write_aggregate(root)
+    print(f"\n{len(seeds)} seeds; claims over seeds (t-interval of the mean effect):\n" + "\n".join(
+        f"  {c['verdict']:<13} holds in {c['holds_in']} of {len(seeds)} seeds  {c['statement']}" for c in agg["claims"]))
+    print(f"\nreport: {root / 'report.html'}\naggregate: {root / 'aggregate.json'}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ponder.replicate import create_root, read_manifest
+
+    if args.resume:
+        if args.set or args.recipe or args.seeds:
+            raise ConfigError("--resume continues a run with its own config.toml; drop RECIPE, --set and --seeds")
+        manifest = read_manifest(args.resume)
+        if manifest is not None:
+            cfg = load_recipe(str(Path(args.resume) / "config.toml"))
+            _check_run_flags(args, cfg)
+            return _run_seeds(cfg, Path(args.resume), manifest["seeds"], args, fresh=False)
+        run = Run.open(args.resume)
+        cfg = load_recipe(str(Path(args.resume) / "config.toml"))
+        task = make_task(cfg.task["name"], cfg.task_config())
+        _check_run_flags(args, cfg)
+        return _execute(cfg, run, task, args, resume_hint=run.path)
+    cfg = load_recipe(args.recipe, args.set)
+    task = make_task(cfg.task["name"], cfg.task_config())  # data files are read and checked before any work
+    _check_run_flags(args, cfg)
+    path = Path(args.runs_dir) / (args.name or cfg.name)
+    if args.seeds:
+        seeds = [cfg.seed + i for i in range(args.seeds)]
+        root = create_root(path, cfg, seeds, force=args.force)
+        return _run_seeds(cfg, root, seeds, args, fresh=True)
+    return _execute(cfg, _new_run(cfg, path, args.force), task, args, resume_hint=path)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    from ponder.replicate import read_manifest, write_aggregate
     from ponder.report import write_report
 
+    if read_manifest(args.run_dir) is not None:
+        agg = write_aggregate(args.run_dir)
+        print(f"{len(agg['seeds'])} seeds\nreport: {Path(args.run_dir) / 'report.html'}")
+        return 0
     if not (Path(args.run_dir) / "state.json").is_file():
         raise RunDirError(f"{args.run_dir}: not a ponder run directory (no state.json)")
     summary = write_report(args.run_dir)
@@ -125,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default="runs", help="parent of run directories (default: runs)")
     r.add_argument("--force", action="store_true", help="overwrite an existing run directory of the same name")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished phase")
+    r.add_argument("--seeds", type=positive_int, metavar="K",
+                   help="run the recipe once per seed (its seed, seed+1, ..., seed+K-1), each in RUN/seed<S>, then "
+                        "write an aggregate summary and report (mean, spread and interval over seeds)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--workers", type=int, default=0, metavar="N",
                    help="fan generation and verification out over N Ray workers, each holding a policy copy "

@@ -38,15 +38,22 @@ def generate_in_chunks(policy: Policy, prompts: Sequence[str], sampling: Samplin
     return out
 
 
-def greedy_accuracy(policy: Policy, task: Task, problems: Sequence[Problem], *, max_new_tokens: int,
-                    progress: bool = True) -> tuple[float, Cost, list[Sample]]:
-    """Fraction of problems whose greedy completion verifies, the cost, and the completions."""
+def greedy_scores(policy: Policy, task: Task, problems: Sequence[Problem], *, max_new_tokens: int,
+                  progress: bool = True) -> tuple[list[float], Cost, list[Sample]]:
+    """Each problem's verifier score of its greedy completion, the cost, and the completions."""
     groups = generate_in_chunks(policy, [p.prompt for p in problems],
                                 Sampling(n=1, temperature=0.0, max_new_tokens=max_new_tokens),
                                 chunk=256, desc="greedy", progress=progress)
     samples = [g[0] for g in groups]
-    acc = sum(task.verify(p, s.text) for p, s in zip(problems, samples)) / max(len(problems), 1)
-    return acc, Cost.total(s.cost for s in samples), samples
+    hits = [float(task.verify(p, s.text)) for p, s in zip(problems, samples)]
+    return hits, Cost.total(s.cost for s in samples), samples
+
+
+def greedy_accuracy(policy: Policy, task: Task, problems: Sequence[Problem], *, max_new_tokens: int,
+                    progress: bool = True) -> tuple[float, Cost, list[Sample]]:
+    """Fraction of problems whose greedy completion verifies, the cost, and the completions."""
+    hits, cost, samples = greedy_scores(policy, task, problems, max_new_tokens=max_new_tokens, progress=progress)
+    return sum(hits) / max(len(problems), 1), cost, samples
 
 
 def selection_table(problems: Sequence[Problem], groups: Sequence[Sequence[Sample]], task: Task,
@@ -54,7 +61,8 @@ def selection_table(problems: Sequence[Problem], groups: Sequence[Sequence[Sampl
     """Accuracy and generated tokens of each selection method at each N, from shared samples.
 
     Besides `oracle` and `majority`, each named reward model adds two methods: `<name>` (best-of-N
-    by its score) and `<name>_vote` (majority vote weighted by its score)."""
+    by its score) and `<name>_vote` (majority vote weighted by its score). Each row keeps its per-problem
+    scores (`per_problem`, in `problems` order), from which intervals and paired differences are drawn."""
     verifier = VerifierReward(task)
     correct = [verifier.score([p] * len(g), [s.text for s in g]) for p, g in zip(problems, groups)]
     answers = [[task.extract_answer(s.text) for s in g] for g in groups]
@@ -71,7 +79,8 @@ def selection_table(problems: Sequence[Problem], groups: Sequence[Sequence[Sampl
         for method, hits in methods.items():
             calls = 0 if method in ("oracle", "majority") else n * len(problems)
             rows.append({"method": method, "n": n, "accuracy": sum(hits) / max(len(hits), 1),
-                         "tokens_generated": tokens, "flops": flops, "reward_calls": calls})
+                         "tokens_generated": tokens, "flops": flops, "reward_calls": calls,
+                         "per_problem": [float(h) for h in hits]})
     return rows
 
 
@@ -94,11 +103,12 @@ def evaluate(policy: Policy, task: Task, problems: Sequence[Problem], *, ns: Seq
              top_p: float, max_new_tokens: int, seed: int, progress: bool = True,
              rewards: Mapping[str, OutcomeReward] | None = None) -> dict:
     """Greedy accuracy plus the selection table; also returns the samples for the run directory."""
-    greedy, greedy_cost, greedy_samples = greedy_accuracy(policy, task, problems, max_new_tokens=max_new_tokens,
-                                                          progress=progress)
+    greedy_hits, greedy_cost, greedy_samples = greedy_scores(policy, task, problems, max_new_tokens=max_new_tokens,
+                                                             progress=progress)
+    greedy = sum(greedy_hits) / max(len(problems), 1)
     sampling = Sampling(n=max(ns), temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     groups = generate_in_chunks(policy, [p.prompt for p in problems], sampling, chunk=max(1, 512 // max(ns)),
                                 desc=f"sampling x{max(ns)}", progress=progress)
-    return {"greedy_accuracy": greedy, "greedy_tokens": greedy_cost.tokens_generated,
+    return {"greedy_accuracy": greedy, "greedy_tokens": greedy_cost.tokens_generated, "greedy_per_problem": greedy_hits,
             "search": selection_table(problems, groups, task, ns, rewards),
             "greedy_samples": greedy_samples, "samples": groups}

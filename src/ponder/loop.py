@@ -86,7 +86,8 @@ def _search_phase(run: Run, cfg: RunConfig, policy, task, progress: bool) -> dic
     optimal = compute_optimal(rows, difficulty, sc.difficulty_bins, holdout=sc.holdout)
     table = [{k: v for k, v in r.items() if not k.startswith("per_problem")} for r in rows]
     run.log({"phase": "search", "step": 0, **{f"{r['method']}@{r['size']}": r["accuracy"] for r in rows}})
-    return {"rows": table, "compute_optimal": optimal, "problems": len(problems)}
+    return {"rows": table, "compute_optimal": optimal, "problems": len(problems),
+            "per_problem": {f"{r['method']}@{r['size']}": r["per_problem"] for r in rows}}
 
 
 def _eval_phase(run: Run, cfg: RunConfig, policy, task, problems, phase: str, progress: bool) -> dict:
@@ -101,7 +102,8 @@ def _eval_phase(run: Run, cfg: RunConfig, policy, task, problems, phase: str, pr
                      "greedy_correct": task.verify(p, g.text),
                      "samples": [{"text": s.text, "correct": task.verify(p, s.text)} for s in group[:4]]})
     run.write_samples(phase, rows)
-    out = {"greedy_accuracy": res["greedy_accuracy"], "greedy_tokens": res["greedy_tokens"], "search": res["search"]}
+    out = {"greedy_accuracy": res["greedy_accuracy"], "greedy_tokens": res["greedy_tokens"], "search": res["search"],
+           "greedy_per_problem": res["greedy_per_problem"]}  # per-problem scores: the report's intervals
     if rewards:
         out["reward_models"] = evaluate_reward_models(rewards, task, problems, res["samples"], ns=ev.n)
     run.log({"phase": phase, "step": 0, "greedy_accuracy": out["greedy_accuracy"],

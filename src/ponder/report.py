@@ -15,12 +15,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from ponder.claims import accuracy_interval, claims, comparisons
 from ponder.runs import write_atomic, write_json
 
 
-def build_summary(config: dict, results: dict) -> dict:
+def build_summary(config: dict, results: dict, metrics: list[dict] | None = None) -> dict:
     """Machine-readable results: greedy accuracy per phase against cumulative training compute, and
-    each search method's accuracy and generated tokens at each N. No wall-clock fields."""
+    each search method's accuracy and generated tokens at each N, every accuracy with its 95% bootstrap
+    interval over problems (`*_ci`, `ci`); the paired comparisons and the computed claims
+    (`ponder.claims`). No wall-clock fields: equal seeds give equal files."""
+    seed = int(config.get("seed") or 0)
     phases, search = [], {}
     train_tokens = sample_tokens = learn_tokens = 0
     init = results.get("init", {})
@@ -32,24 +36,41 @@ def build_summary(config: dict, results: dict) -> dict:
             learn_tokens += res.get("train_tokens", 0) + res.get("sample_tokens", 0)
         if name.startswith("eval_"):
             learned = name.removeprefix("eval_")
-            majority = {r["n"]: r["accuracy"] for r in res["search"] if r["method"] == "majority"}
+            majority = {r["n"]: r for r in res["search"] if r["method"] == "majority"}
+            top = majority[max(majority)] if majority else None
             phases.append({"phase": learned, "greedy_accuracy": res["greedy_accuracy"],
-                           "majority_accuracy": majority[max(majority)] if majority else None,
+                           "greedy_ci": accuracy_interval(res.get("greedy_per_problem"), seed=seed,
+                                                          label=f"{name}/greedy"),
+                           "majority_accuracy": top["accuracy"] if top else None,
+                           "majority_ci": accuracy_interval(top.get("per_problem"), seed=seed,
+                                                            label=f"{name}/majority@{top['n']}") if top else None,
                            "majority_n": max(majority) if majority else None,
+                           "problems": len(res.get("greedy_per_problem") or []) or None,
                            "train_tokens": train_tokens, "sample_tokens": sample_tokens,
                            "training_compute_tokens": train_tokens + sample_tokens,
                            "learning_compute_tokens": learn_tokens})
-            search[learned] = res["search"]
+            search[learned] = [{**{k: v for k, v in r.items() if k != "per_problem"},
+                                "ci": accuracy_interval(r.get("per_problem"), seed=seed,
+                                                        label=f"{name}/{r['method']}@{r['n']}")}
+                               for r in res["search"]]
     rounds = {k: v for k, v in results.items() if k.startswith("round")}
     reward_models = {name.removeprefix("eval_"): res["reward_models"] for name, res in results.items()
                      if name.startswith("eval_") and "reward_models" in res}
+    scaling = dict(results.get("search", {}))
+    per_problem = scaling.pop("per_problem", {})
+    if scaling:
+        scaling["rows"] = [{**r, "ci": accuracy_interval(per_problem.get(f"{r['method']}@{r['size']}"), seed=seed,
+                                                         label=f"search/{r['method']}@{r['size']}")}
+                           for r in scaling["rows"]]
     return {"name": config.get("name"), "seed": config.get("seed"), "task": config.get("task"),
             "model_params": init.get("params"), "skipped_data_lines": init.get("skipped_data_lines", 0),
             "phases": phases, "search": search, "reward_training": results.get("reward", {}).get("models", {}),
-            "reward_models": reward_models, "search_scaling": results.get("search", {}),
+            "reward_models": reward_models, "search_scaling": scaling,
             "learner": config.get("learn", {}).get("learner"),
             "learning": [{"round": k, **{f: x for f, x in v.items() if isinstance(x, (int, float)) or x is None}}
-                         for k, v in rounds.items()]}
+                         for k, v in rounds.items()],
+            "comparisons": comparisons(results, seed=seed),
+            "claims": claims(results, seed=seed, curves=rl_curves(metrics or []))}
 
 
 def _plot_training(metrics: list[dict], out: Path) -> bool:
@@ -76,6 +97,13 @@ def _plot_training(metrics: list[dict], out: Path) -> bool:
     return True
 
 
+def error_bars(rows: list[dict], value: str = "accuracy", ci: str = "ci"):
+    """Matplotlib's (2, n) yerr from each row's [lo, hi] interval; None when a row has none."""
+    if not rows or any(not r.get(ci) for r in rows):
+        return None
+    return [[max(0.0, r[value] - r[ci][0]) for r in rows], [max(0.0, r[ci][1] - r[value]) for r in rows]]
+
+
 def _plot_search(summary: dict, out: Path) -> bool:
     if not summary["search"]:
         return False
@@ -85,11 +113,14 @@ def _plot_search(summary: dict, out: Path) -> bool:
     styles = {"oracle": "-o", "majority": "-s"}
     for (phase, rows), color in zip(shown, ("tab:blue", "tab:red")):
         for method in dict.fromkeys(r["method"] for r in rows):
-            pts = [(r["n"], r["accuracy"]) for r in rows if r["method"] == method]
-            ax.plot([n for n, _ in pts], [a for _, a in pts], styles.get(method, "-^"), color=color,
-                    label=f"{method} ({phase})", alpha=0.9 if method != "oracle" else 0.6)
-        greedy = next(p["greedy_accuracy"] for p in summary["phases"] if p["phase"] == phase)
-        ax.axhline(greedy, ls="--", color=color, lw=1, label=f"greedy ({phase})")
+            pts = [r for r in rows if r["method"] == method]
+            ax.errorbar([r["n"] for r in pts], [r["accuracy"] for r in pts], yerr=error_bars(pts),
+                        fmt=styles.get(method, "-^"), color=color, capsize=2, label=f"{method} ({phase})",
+                        alpha=0.9 if method != "oracle" else 0.6)
+        greedy = next(p for p in summary["phases"] if p["phase"] == phase)
+        ax.axhline(greedy["greedy_accuracy"], ls="--", color=color, lw=1, label=f"greedy ({phase})")
+        if greedy.get("greedy_ci"):
+            ax.axhspan(*greedy["greedy_ci"], color=color, alpha=0.08)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("N (samples per problem)")
     ax.set_ylabel("accuracy on held-out problems")
@@ -107,7 +138,8 @@ def _plot_learning(summary: dict, out: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [p["training_compute_tokens"] for p in summary["phases"]]
-    ax.plot(xs, [p["greedy_accuracy"] for p in summary["phases"]], "-o")
+    ax.errorbar(xs, [p["greedy_accuracy"] for p in summary["phases"]],
+                yerr=error_bars(summary["phases"], value="greedy_accuracy", ci="greedy_ci"), fmt="-o", capsize=3)
     for p, x in zip(summary["phases"], xs):
         ax.annotate(p["phase"], (x, p["greedy_accuracy"]), textcoords="offset points", xytext=(4, -12), fontsize=8)
     ax.set_xlabel("training compute (tokens trained + tokens sampled)")
@@ -176,6 +208,50 @@ def _table(rows: list[dict], cols: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def pct(value: float | None, ci: list[float] | None = None) -> str:
+    """An accuracy as a percentage, with its interval where known: '79.0% [76.4, 81.5]'."""
+    if value is None:
+        return ""
+    return f"{value:.1%}" + (f" [{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]" if ci else "")
+
+
+def points(value: float | None, lo: float | None = None, hi: float | None = None) -> str:
+    """A difference of accuracies in points, with its interval: '+5.5 [+2.1, +8.9]'."""
+    if value is None:
+        return ""
+    return f"{value * 100:+.1f}" + (f" [{lo * 100:+.1f}, {hi * 100:+.1f}]" if lo is not None else "")
+
+
+def claim_effect(c: dict) -> str:
+    """A claim's effect and interval as text: points for accuracy differences, r for a correlation."""
+    if c["effect"] is None:
+        return ""
+    if c["id"] == "entropy":
+        return f"r = {c['effect']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}]"
+    return points(c["effect"], c["lo"], c["hi"]) + " points"
+
+
+def claims_section(claims: list[dict]) -> str:
+    """The roadmap's headline claims, each with its measured effect, interval and computed verdict."""
+    if not claims:
+        return ""
+    rows = [{"claim": c["statement"], "effect [95% interval]": claim_effect(c), "verdict": c["verdict"],
+             "measured as": c["evidence"]} for c in claims]
+    return ("<h2>Claims</h2><p>Each effect is a paired difference on the same problems with its 95% bootstrap "
+            "interval; the verdict is computed: <b>holds</b> when the interval lies on the claimed side of zero, "
+            "<b>contradicted</b> when on the other, <b>within noise</b> when it contains zero.</p>"
+            + _table(rows, list(rows[0])))
+
+
+def comparisons_section(comparisons: list[dict]) -> str:
+    """Every paired comparison of the run: A - B on the same problems, with the difference's interval."""
+    if not comparisons:
+        return ""
+    rows = [{"where": c["where"], "A": c["a"], "B": c["b"], "A - B (points) [95%]": points(c["diff"], c["lo"], c["hi"]),
+             "problems": c["n"]} for c in comparisons]
+    return "<h2>Paired comparisons</h2>" + _table(rows, list(rows[0]))
+
+
 def page(title: str, parts: list[str]) -> str:
     """A self-contained HTML page."""
     style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
@@ -190,26 +266,31 @@ def write_report(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     state = json.loads((run_dir / "state.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
-    summary = build_summary(config, state["results"])
-    write_json(run_dir / "summary.json", summary)
     metrics = []
     if (run_dir / "metrics.jsonl").exists():
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    summary = build_summary(config, state["results"], metrics)
+    write_json(run_dir / "summary.json", summary)
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
     made = [name for name, fn in (("training.png", lambda p: _plot_training(metrics, p)),
                                   ("search.png", lambda p: _plot_search(summary, p)),
                                   ("learning.png", lambda p: _plot_learning(summary, p)),
                                   ("entropy.png", lambda p: _plot_entropy(metrics, p))) if fn(plots / name)]
-    search_rows = [{"phase": ph, **r} for ph, rows in summary["search"].items() for r in rows]
+    search_rows = [{"phase": ph, **r, "accuracy": pct(r["accuracy"], r.get("ci"))}
+                   for ph, rows in summary["search"].items() for r in rows]
+    phase_rows = [{**p, "greedy_accuracy": pct(p["greedy_accuracy"], p.get("greedy_ci")),
+                   "majority_accuracy": pct(p["majority_accuracy"], p.get("majority_ci"))} for p in summary["phases"]]
     samples = sorted((run_dir / "samples").glob("*.jsonl")) if (run_dir / "samples").exists() else []
     parts = [
         f"<h1>ponder run: {html.escape(str(summary['name']))}</h1>",
         (f"<p>task <code>{html.escape(json.dumps(summary['task']))}</code>, seed {summary['seed']}, "
          f"model {summary['model_params'] or 0:,} parameters</p>"),
+        claims_section(summary["claims"]),
         "<h2>Greedy accuracy after each phase</h2>",
-        _table(summary["phases"], ["phase", "greedy_accuracy", "majority_accuracy", "train_tokens", "sample_tokens",
-                                   "learning_compute_tokens"]),
+        "<p>Accuracies with their 95% bootstrap interval over the held-out problems.</p>",
+        _table(phase_rows, ["phase", "problems", "greedy_accuracy", "majority_accuracy", "train_tokens",
+                            "sample_tokens", "learning_compute_tokens"]),
         "<h2>Search at test time</h2>",
         _table(search_rows, ["phase", "method", "n", "accuracy", "tokens_generated"]),
     ]
@@ -219,8 +300,9 @@ def write_report(run_dir: str | Path) -> dict:
 
         if plot_scaling(scaling["rows"] + scaling.get("compute_optimal", []), plots / "scaling.png"):
             made.append("scaling.png")
+        rows = [{**r, "accuracy": pct(r["accuracy"], r.get("ci"))} for r in scaling["rows"]]
         parts += [f"<h2>Test-time scaling ({scaling['problems']} held-out problems, means per problem)</h2>",
-                  _table(scaling["rows"], ["method", "size", "accuracy", "tokens_generated", "tokens_encoded",
+                  _table(rows, ["method", "size", "accuracy", "tokens_generated", "tokens_encoded",
                                            "encode_ratio", "reward_calls", "flops"]),
                   "<h3>Compute-optimal: the best method per difficulty bin at each budget</h3>",
                   _table(scaling.get("compute_optimal", []), ["budget", "tokens_generated", "accuracy", "choice"])]
@@ -240,6 +322,7 @@ def write_report(run_dir: str | Path) -> dict:
         cols = list(dict.fromkeys(c for r in summary["learning"] for c in r if c not in ("sample_flops", "step")))
         parts += [f"<h2>Learning rounds ({html.escape(str(summary.get('learner')))})</h2>",
                   _table(summary["learning"], cols)]
+    parts.append(comparisons_section(summary["comparisons"]))
     parts += [f'<h2>{n.removesuffix(".png").title()}</h2><img src="plots/{n}" alt="{n}">' for n in made]
     if samples:
         parts.append("<h2>Samples</h2><ul>" + "".join(

@@ -408,7 +408,8 @@ def compute_optimal(rows: Sequence[dict], difficulty: Sequence[float], bins: int
 
 
 def plot_scaling(rows: Sequence[dict], path: str | Path, x: str = "tokens_generated") -> bool:
-    """Accuracy versus mean `x` per problem (log scale), one line per method, compute-optimal dashed.
+    """Accuracy versus mean `x` per problem (log scale), one line per method, compute-optimal dashed; rows
+    with a 95% interval (`ci`, [lo, hi]) get error bars.
     Writes a PNG at `path`; returns False (writing nothing) when no row has a positive `x`."""
     shown = [r for r in rows if isinstance(r.get(x), (int, float)) and r[x] > 0]
     if not shown:
@@ -420,10 +421,14 @@ def plot_scaling(rows: Sequence[dict], path: str | Path, x: str = "tokens_genera
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in dict.fromkeys(r["method"] for r in shown):
-        pts = sorted((r[x], r["accuracy"]) for r in shown if r["method"] == method)
+        pts = sorted((r for r in shown if r["method"] == method), key=lambda r: r[x])
         optimal = method == "compute_optimal"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "--" if optimal else "-o", label=method.replace("_", " "),
-                color="black" if optimal else None, markersize=4, linewidth=2 if optimal else 1.2)
+        cis = [r.get("ci") for r in pts]
+        yerr = None if not all(cis) else [[r["accuracy"] - c[0] for r, c in zip(pts, cis)],
+                                          [c[1] - r["accuracy"] for r, c in zip(pts, cis)]]
+        ax.errorbar([r[x] for r in pts], [r["accuracy"] for r in pts], yerr=yerr, fmt="--" if optimal else "-o",
+                    label=method.replace("_", " "), color="black" if optimal else None, markersize=4, capsize=2,
+                    linewidth=2 if optimal else 1.2)
     ax.set_xscale("log")
     ax.set_xlabel(f"{x.replace('_', ' ')} per problem (mean)")
     ax.set_ylabel("accuracy")
