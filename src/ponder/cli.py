@@ -158,13 +158,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ponder.replicate import read_manifest, write_aggregate
     from ponder.report import write_report
 
+    from ponder.markdown import run_markdown
+
     if read_manifest(args.run_dir) is not None:
         agg = write_aggregate(args.run_dir)
-        print(f"{len(agg['seeds'])} seeds\nreport: {Path(args.run_dir) / 'report.html'}")
+        print(run_markdown(args.run_dir) if args.markdown else
+              f"{len(agg['seeds'])} seeds\nreport: {Path(args.run_dir) / 'report.html'}")
         return 0
     if not (Path(args.run_dir) / "state.json").is_file():
         raise RunDirError(f"{args.run_dir}: not a ponder run directory (no state.json)")
     summary = write_report(args.run_dir)
+    if args.markdown:
+        print(run_markdown(args.run_dir), end="")
+        return 0
     print(_results_table(summary))
     print(f"\nreport: {Path(args.run_dir) / 'report.html'}")
     return 0
@@ -215,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
 
     rep = sub.add_parser("report", help="rebuild summary.json, plots and report.html of a run")
-    rep.add_argument("run_dir", help="a run directory, e.g. runs/default")
+    rep.add_argument("run_dir", help="a run directory, e.g. runs/default, or a multi-seed one (ponder run --seeds)")
+    rep.add_argument("--markdown", action="store_true",
+                     help="print the headline, scaling and claims tables as Markdown (the README's figures)")
     rep.set_defaults(fn=cmd_report)
 
     t = sub.add_parser("tasks", help="list the built-in tasks")
