@@ -155,10 +155,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from ponder.markdown import run_markdown
     from ponder.replicate import read_manifest, write_aggregate
     from ponder.report import write_report
-
-    from ponder.markdown import run_markdown
 
     if read_manifest(args.run_dir) is not None:
         agg = write_aggregate(args.run_dir)
