@@ -54,8 +54,8 @@ def single_run(summary: dict) -> str:
            _table(["policy", "greedy", *[f"{m}@{n}" for m in methods]], rows)]
     scaling = summary.get("search_scaling", {}).get("rows", [])
     if scaling:
-        out += ["", f"Test-time scaling ({summary['search_scaling']['problems']} problems; tokens are means per "
-                "problem):", "", _table(["method", "size", "accuracy", "tokens generated", "tokens encoded"], [
+        out += ["", (f"Test-time scaling ({summary['search_scaling']['problems']} problems; tokens are means per "
+                "problem):"), "", _table(["method", "size", "accuracy", "tokens generated", "tokens encoded"], [
                     [r["method"], str(r["size"]), _pct_single(r["accuracy"], r.get("ci")),
                      f"{r['tokens_generated']:.0f}", f"{r['tokens_encoded']:.0f}"] for r in scaling])]
     from ponder.report import claim_effect
@@ -76,8 +76,8 @@ def multi_seed(agg: dict) -> str:
     rows = [[p, _pct_seeds(figs.get(f"greedy/{p}"))] + [_pct_seeds(figs.get(f"{m}@{n}/{p}")) for m in methods]
             for p in phases]
     seeds = agg["seeds"]
-    out = [f"Accuracy in %, mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}) with the range across "
-           "seeds in brackets:", "", _table(["policy", "greedy", *[f"{m}@{n}" for m in methods]], rows)]
+    out = [(f"Accuracy in %, mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}) with the range across "
+           "seeds in brackets:"), "", _table(["policy", "greedy", *[f"{m}@{n}" for m in methods]], rows)]
     sweep = [k for k in figs if k.startswith("search/") and not k.endswith("/tokens_generated")]
     if sweep:
         out += ["", "Test-time scaling, mean over seeds (range):", "", _table(
