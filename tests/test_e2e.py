@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,22 @@ def test_every_builtin_recipe_loads_and_builds_its_task(recipe):
     assert cfg.name == recipe  # a recipe's run directory is named after it
     task = make_task(cfg.task["name"], cfg.task_config())
     assert task.problems("test", 2, cfg.seed)
+
+
+@pytest.mark.slow
+def test_a_run_whose_stderr_is_a_log_writes_bounded_whole_progress_lines(tmp_path, capsys, monkeypatch):
+    """Without --quiet and with stderr not a terminal (captured here, as in `make demo > log`), every
+    bar writes whole lines, at most one per log interval plus its first and last."""
+    monkeypatch.setenv("TQDM_MININTERVAL", "1")
+    start = time.monotonic()
+    args = ["run", "--runs-dir", str(tmp_path), "--name", "logged"]
+    for s in [*TINY, "learn.rounds=0", 'search.methods=["greedy","best_of_n"]']:
+        args += ["--set", s]
+    assert main(args) == 0
+    wall = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    bars = [line for line in err.splitlines() if "%|" in line]
+    finished = [line for line in bars if "100%|" in line]
+    assert {line.split(":")[0] for line in finished} >= {"init", "greedy", "scaling sweep"}, finished
+    assert len(bars) <= wall / 1.0 + 2 * len(finished), (wall, len(bars), len(finished))

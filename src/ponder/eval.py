@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from tqdm.auto import tqdm
-
 from ponder.policy.base import Policy
+from ponder.progress import bar as progress_bar
 from ponder.reward.base import OutcomeReward
 from ponder.reward.verifier import VerifierReward
 from ponder.search.best_of_n import select_best
@@ -31,7 +30,7 @@ def generate_in_chunks(policy: Policy, prompts: Sequence[str], sampling: Samplin
     """`policy.generate` over `prompts` in fixed-size chunks with a progress bar. The chunk size is
     fixed, so results do not depend on anything but the seed."""
     out: list[list[Sample]] = []
-    for i in tqdm(range(0, len(prompts), chunk), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+    for i in progress_bar(range(0, len(prompts), chunk), desc=desc, enabled=progress):
         check_stop(desc)
         seed = None if sampling.seed is None else sampling.seed + i
         out.extend(policy.generate(prompts[i : i + chunk], Sampling(**{**sampling.__dict__, "seed": seed})))

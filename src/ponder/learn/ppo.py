@@ -46,7 +46,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ponder.learn import losses as L
 from ponder.learn.advantages import gae, whiten
@@ -64,6 +63,7 @@ from ponder.learn.rl import (
 )
 from ponder.learn.scoring import completion_states
 from ponder.policy.base import Policy
+from ponder.progress import bar as progress_bar
 from ponder.reward.base import OutcomeReward
 from ponder.reward.verifier import VerifierReward
 from ponder.signals import check_stop
@@ -286,7 +286,7 @@ def train_ppo(policy: Policy, reward: OutcomeReward | None, task: Task, problems
     history: list[dict] = []
     start = time.perf_counter()
     policy.train(True)
-    for step in tqdm(range(-warm, cfg.steps), desc=phase, disable=not progress, leave=False, dynamic_ncols=True):
+    for step in progress_bar(range(-warm, cfg.steps), desc=phase, enabled=progress):
         check_stop(f"{phase} step {step + 1}" if step >= 0 else f"{phase} critic warm-up batch {step + warm + 1}")
         batch = draw_problems(problems, cfg.prompts_per_step, gen)
         rollout = sample_rollout(policy, reward, batch, group_size=cfg.samples_per_prompt, temperature=cfg.temperature,

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ponder.learn import losses as L
 from ponder.learn.advantages import RunningMean, baseline_advantage, group_normalized, leave_one_out
 from ponder.learn.scoring import score_completions
 from ponder.learn.sft import TrainingDiverged
 from ponder.policy.base import Policy
+from ponder.progress import bar as progress_bar
 from ponder.reward.base import OutcomeReward
 from ponder.reward.verifier import VerifierReward
 from ponder.signals import check_stop
@@ -304,7 +304,7 @@ def train_rl(policy: Policy, reward: OutcomeReward | None, task: Task, problems:
     history: list[dict] = []
     start = time.perf_counter()
     policy.train(True)
-    for step in tqdm(range(cfg.steps), desc=phase, disable=not progress, leave=False, dynamic_ncols=True):
+    for step in progress_bar(range(cfg.steps), desc=phase, enabled=progress):
         check_stop(f"{phase} step {step + 1}")
         batch = draw_problems(problems, cfg.prompts_per_step, gen)
         rollout = sample_rollout(policy, reward, batch, group_size=cfg.group_size, temperature=cfg.temperature,

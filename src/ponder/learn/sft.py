@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from ponder.policy.base import Policy
+from ponder.progress import bar as progress_bar
 from ponder.signals import Interrupted, stop_requested
 
 
@@ -157,8 +157,7 @@ def train_steps(model, batch_loss: Callable[[list[int]], tuple[torch.Tensor, int
         first, total_tokens, losses = meta["step"], meta["tokens"], list(meta["losses"])
     model.train(True)
     start = time.perf_counter()
-    bar = tqdm(range(first, cfg.steps), desc=phase, disable=not progress, leave=False, dynamic_ncols=True,
-               initial=first, total=cfg.steps)
+    bar = progress_bar(range(first, cfg.steps), desc=phase, enabled=progress, initial=first, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)

@@ -28,9 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ponder.policy.base import Policy
+from ponder.progress import bar as progress_bar
 from ponder.reward.base import OutcomeReward
 from ponder.search.beam import BeamConfig, beam_search
 from ponder.search.best_of_n import select_best
@@ -254,7 +253,7 @@ def sweep(problems: Sequence[Problem], policy: Policy, prm: OutcomeReward, task:
     items = [(s, size) for s in specs for size in s.budgets]
     shared: tuple[list, list] | None = None  # the sampling methods' samples and PRM scores, drawn once
     rows: list[dict] = []
-    bar = tqdm(items, desc="scaling sweep", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(items, desc="scaling sweep", enabled=progress)
     try:
         if cacheable:
             policy.set_prefix_cache(0)
