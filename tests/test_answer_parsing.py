@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ponder.tasks.arithmetic import Arithmetic
-from ponder.tasks.base import parse_number
+from ponder.tasks.base import canonical_number, parse_number
 from ponder.tasks.countdown import Countdown, parse_expression
 from ponder.tasks.jsonl import extract_number_answer, gold_answer
 from ponder.types import Problem
@@ -28,7 +28,25 @@ def test_parse_number_accepts(text, value):
     assert parse_number(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "x", "42 or 43", "4x", "1,23", "3/0", "1/2/3", "$", "-", "1" * 100])
+@pytest.mark.parametrize(("text", "value"), [
+    # powers of ten, as a careful grader reads them
+    ("1e3", 1000), ("1E3", 1000), ("2.5e-2", Fraction(1, 40)), ("-4e+2", -400), ("1.5 x 10^3", 1500),
+    ("1.5×10^3", 1500), ("1.5 * 10^3", 1500), ("1.5 · 10^3", 1500), ("3 \\times 10^{-2}", Fraction(3, 100)),
+    ("2\\cdot10^{4}", 20000), ("10^6", 10**6), ("10^{-3}", Fraction(1, 1000)), ("-10^2", -100),
+    # other signs and separators
+    ("\u22127", -7), ("-$5", -5), ("$-5", -5), ("1\u2009234\u2009567", 1234567), ("1\u00a0000", 1000),
+    (".5", Fraction(1, 2)), ("0.125", Fraction(1, 8)), ("1,000,000.5", Fraction(2000001, 2)), ("-3/4", Fraction(-3, 4)),
+])
+def test_parse_number_reads_wider_notations(text, value):
+    assert parse_number(text) == value
+
+
+@pytest.mark.parametrize("text", [
+    "", "x", "42 or 43", "4x", "1,23", "3/0", "1/2/3", "$", "-", "1" * 100,
+    # notations that are not understood give no answer, never another number
+    "1e", "e3", "1e3.5", "1e1000", "2^10", "10^", "10^{3", "0x1F", "3,5", "1 000", "1.2.3", "12:30", "1/2e3",
+    "1.5 x 10", "1e100", "1e-100", "3 1/2", "V", "∞", "NaN", "inf",
+])
 def test_parse_number_rejects(text):
     assert parse_number(text) is None
 
@@ -57,9 +75,77 @@ def test_parse_number_rejects(text):
     ("A: unknown\n42", None),                    # a marked answer without a number is no answer
     ("no numbers at all", None),
     ("", None),
+    ("The answer is 1e3.", "1000"),              # scientific notation is read whole, never as its mantissa
+    ("A: 2.5e-2", "1/40"),
+    ("#### 1.2 x 10^4", "12000"),
+    ("so it is about 3 \\times 10^{5}", "300000"),
+    ("\\boxed{10^{6}}", "1000000"),
+    ("The answer is 1e1000", None),              # too large to be an answer: none, not 1
+    ("A: 4x", None),                            # a number glued to a letter is not a number
+    ("The answer is 1,23", None),
+    ("The answer is 3.5.2", None),
+    ("The answer is 2^10", None),
+    ("the result was \u22125", "-5"),
+    ("x = 5 then 7e2 apples.", "700"),
 ])
 def test_extract_number_answer(text, answer):
     assert extract_number_answer(text) == answer
+
+
+NUMBERS = st.fractions(max_denominator=1000).filter(lambda v: abs(v) < 10**12) | st.integers(-10**15, 10**15)
+
+
+def _written(value: Fraction, style: str) -> str | None:
+    """`value` written in one notation, or None where that notation cannot write it exactly."""
+    value = Fraction(value)
+    sign = "-" if value < 0 else ""
+    v = abs(value)
+    if style == "plain":
+        return f"{sign}{v.numerator}" if v.denominator == 1 else f"{sign}{v.numerator}/{v.denominator}"
+    if v.denominator != 1:
+        return None
+    n = v.numerator
+    digits = str(n).rstrip("0") or "0"
+    exp = len(str(n)) - 1
+    mant = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return {
+        "commas": f"{sign}{n:,}", "dollars": f"{sign}${n:,}", "thin": sign + f"{n:,}".replace(",", "\u2009"),
+        "e": f"{sign}{mant}e{exp}", "E+": f"{sign}{mant}E+{exp}", "times": f"{sign}{mant} x 10^{exp}",
+        "latex": f"{sign}{mant} \\times 10^{{{exp}}}", "unicode minus": ("\u2212" if sign else "") + str(n),
+    }[style]
+
+
+STYLES = ["plain", "commas", "dollars", "thin", "e", "E+", "times", "latex", "unicode minus"]
+
+
+@FAST
+@given(NUMBERS, st.sampled_from(STYLES))
+def test_every_notation_reads_back_as_its_value(value, style):
+    text = _written(value, style)
+    if text is None:
+        return
+    assert parse_number(text) == value, text
+    assert extract_number_answer(f"So the answer is {text}.") == canonical_number(Fraction(value)), text
+    assert extract_number_answer(f"we computed 17 and then\n{text}") == canonical_number(Fraction(value)), text
+
+
+@FAST
+@given(NUMBERS, st.sampled_from(STYLES), st.text(alphabet="abcdefxyz^_0123456789.,", min_size=1, max_size=4))
+def test_a_number_glued_to_more_never_reads_as_a_different_number(value, style, tail):
+    """Whatever follows a number without a space, the parser reads the whole thing or nothing:
+    never the number alone when the tail changes it, never part of it."""
+    text = _written(value, style)
+    if text is None:
+        return
+    got = parse_number(text + tail)
+    whole = text + tail
+    if got is not None:
+        # the only tails that can be read are those that continue the number itself (digits, a
+        # decimal part, an exponent): then the value is the whole text's, never `value` by accident
+        assert any(ch.isdigit() for ch in tail) or tail in (".",), whole
+    answer = extract_number_answer(f"The answer is {whole}")
+    if answer is not None and tail[0] in "abcdfxyz^_":
+        raise AssertionError(f"{whole!r} was read as {answer}")
 
 
 @FAST

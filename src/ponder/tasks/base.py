@@ -91,32 +91,77 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
-_NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:/\d+)?"
-_NUMBER_RE = re.compile(rf"^\$?\s*({_NUMBER})\s*%?\.?$")
+# One grammar of written numbers, used both for a whole answer span (`parse_number`) and for numbers
+# standing in free text (`number_tokens`). Thousands separators are commas or thin/no-break spaces in
+# groups of three; a power of ten is `e`/`E` or `x`/`×`/`*`/`·`/`\times`/`\cdot` followed by `10^k`
+# (braces allowed); exponents have at most 3 digits.
+_THOUSANDS = "[,\u2009\u202f\u00a0]"
+_DEC = rf"(?:\d{{1,3}}(?:{_THOUSANDS}\d{{3}})+|\d+)?(?:\.\d+)?"
+_EXP = r"[-+]?\d{1,3}"
+_TIMES = r"(?:[x×*·]|\\times|\\cdot)"
+_BODY = (rf"(?:(?P<ten>10)\s*\^\s*(?P<b0>\{{)?(?P<e0>{_EXP})(?(b0)\}})"
+         rf"|(?P<mant>{_DEC})(?:[eE](?P<e1>{_EXP})|\s*{_TIMES}\s*10\s*\^\s*(?P<b2>\{{)?(?P<e2>{_EXP})(?(b2)\}})"
+         rf"|/(?P<den>\d+))?)")
+_SIGNED = rf"(?P<sign>[-+])?\s*\$?\s*{_BODY}"
+_NUMBER_RE = re.compile(rf"\$?\s*{_SIGNED}\s*%?\.?")
+# A number in running text must stand alone: not glued to a word, another number or a `^` it does not
+# explain, nor followed by a power of ten it could not read (`4x`, `1,23`, `3.5.2`, `2^10`, `0x1F`,
+# `1.5 x 10^3m` hold no number); a sentence's full stop may follow.
+_TOKEN_RE = re.compile(rf"(?<![\w.,/^\u2009\u202f\u00a0])(?<!\^\{{){_SIGNED}(?![\w^]|[.,/\u2009\u202f\u00a0]\d|\s*{_TIMES}\s*10\s*\^)")
+MAX_NUMBER_CHARS = 60
+"""A value whose canonical text would be longer (`1e100`) is no answer: it could not be read back."""
+_UNICODE = str.maketrans({"\u2212": "-", "\u2013": "-", "\u00d7": "×"})
+
+
+def _number_of(m: re.Match) -> Fraction | None:
+    """The value of a match of the number grammar, or None when it holds no digit or is undefined."""
+    g = m.groupdict()
+    sign = -1 if g["sign"] == "-" else 1
+    if g["ten"] is not None:
+        return sign * Fraction(10) ** int(g["e0"])
+    mant = (g["mant"] or "").translate({ord(c): None for c in ",\u2009\u202f\u00a0"})
+    if not any(ch.isdigit() for ch in mant):
+        return None
+    value = Fraction(mant)
+    exp = g["e1"] if g["e1"] is not None else g["e2"]
+    if exp is not None:
+        value *= Fraction(10) ** int(exp)
+    if g["den"] is not None:
+        if int(g["den"]) == 0:
+            return None
+        value /= int(g["den"])
+    if len(canonical_number(value)) > MAX_NUMBER_CHARS:
+        return None
+    return sign * value
 
 
 def parse_number(text: str) -> Fraction | None:
     """Parse one number written the ways people and models write them, or None.
 
-    Accepts `42`, `-3`, `+7`, `1,234`, `$5.00`, `3.50.` (trailing full stop), `3/4`, `50%` (as 50).
-    Rejects anything with other content (`42 or 43`, `4x`, `1,23`), so that junk never verifies.
+    Accepts `42`, `-3`, `+7`, `−7` (Unicode minus), `1,234`, `1 234 567` with thin or no-break spaces,
+    `$5.00`, `-$5`, `3.50.` (trailing full stop), `.5`, `3/4`, `50%` (as 50), and powers of ten: `1e3`,
+    `2.5E-2`, `1.5 x 10^3`, `1.5×10^{3}`, `3 \\times 10^{-2}`, `10^6`.
+    Rejects anything with other content (`42 or 43`, `4x`, `1,23`, `3,5`, `1e`, `2^10`, `0x1F`, `1 000`
+    with plain spaces), so that junk never verifies and an unknown notation is no answer, never a
+    different number.
     """
-    s = text.strip()
+    if not isinstance(text, str):
+        return None
+    s = text.strip().translate(_UNICODE)
     if not s or len(s) > 64:
         return None
-    m = _NUMBER_RE.match(s)
-    if not m or not any(ch.isdigit() for ch in m.group(1)):
-        return None
-    body = m.group(1).replace(",", "")
-    try:
-        if "/" in body:
-            num, den = body.split("/")
-            if not num or not den or Fraction(den) == 0:
-                return None
-            return Fraction(num) / Fraction(den)
-        return Fraction(body)
-    except (ValueError, ZeroDivisionError):
-        return None
+    m = _NUMBER_RE.fullmatch(s)
+    return None if m is None else _number_of(m)
+
+
+def number_tokens(text: str) -> list[Fraction]:
+    """The numbers standing alone in running text, in order (see `parse_number` for the notations)."""
+    out = []
+    for m in _TOKEN_RE.finditer(text.translate(_UNICODE)):
+        value = _number_of(m)
+        if value is not None:
+            out.append(value)
+    return out
 
 
 def canonical_number(value: Fraction) -> str:

@@ -43,22 +43,16 @@ from ponder.tasks.base import (
     canonical_number,
     final_answer_line,
     json_object_line,
+    number_tokens,
     parse_number,
     split_of,
     stable_seed,
 )
 from ponder.types import Problem
 
-_NUMBER_TOKEN = re.compile(r"(?<![\w.])[-+]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
 _FRAC = re.compile(r"\\[dt]?frac\{\s*([-+]?\d+)\s*\}\{\s*(\d+)\s*\}")
 _ANSWER_IS = re.compile(r"answer\s*(?:is\b|:)\s*:?", re.IGNORECASE)
 _CALCULATOR = re.compile(r"<<[^<>\n]*>>")
-
-
-def _token_number(token: str):
-    if len(token) > 1 and token[0] in "+-" and token[1] == "$":
-        token = "$" + token[0] + token[2:]
-    return parse_number(token)
 
 
 def _span_number(span: str):
@@ -69,11 +63,8 @@ def _span_number(span: str):
     if value is None and "=" in s:
         s = s.rsplit("=", 1)[1]
         value = parse_number(s)
-    if value is None:
-        for m in _NUMBER_TOKEN.finditer(s):
-            value = _token_number(m.group())
-            if value is not None:
-                break
+    if value is None and (found := number_tokens(s)):
+        value = found[0]
     return value
 
 
@@ -116,11 +107,8 @@ def extract_number_answer(text: str) -> str | None:
         value = _span_number(boxed)
     elif matches := list(_ANSWER_IS.finditer(text)):
         value = _span_number(text[matches[-1].end() :].split("\n", 1)[0])
-    else:
-        for m in reversed(list(_NUMBER_TOKEN.finditer(text))):
-            value = _token_number(m.group())
-            if value is not None:
-                break
+    elif found := number_tokens(text):
+        value = found[-1]
     return None if value is None else canonical_number(value)
 
 
@@ -128,11 +116,8 @@ def gold_answer(answer_text: str):
     """The gold number of a dataset answer text: after the last `####` if any, else the last number."""
     if "####" in answer_text:
         return _span_number(answer_text[answer_text.rfind("####") + 4 :].split("\n", 1)[0])
-    for m in reversed(list(_NUMBER_TOKEN.finditer(answer_text))):
-        value = _token_number(m.group())
-        if value is not None:
-            return value
-    return None
+    found = number_tokens(answer_text)
+    return found[-1] if found else None
 
 
 @dataclass(frozen=True)
