@@ -11,8 +11,8 @@ import pytest
 from ponder import loop
 from ponder.cli import main
 from ponder.config import RECIPE_DIR, load_recipe
+from ponder.preflight import check_context
 from ponder.runs import Run
-from ponder.tasks import make_task
 
 TINY = [
     "task.digits=2", 'task.styles=["column"]', "model.n_layer=2", "model.d_model=64", "model.max_seq_len=48",
@@ -148,11 +148,12 @@ def test_default_recipe_loads_and_lists():
 
 
 @pytest.mark.parametrize("recipe", sorted(f.stem for f in RECIPE_DIR.glob("*.toml")))
-def test_every_builtin_recipe_loads_and_builds_its_task(recipe):
+def test_every_builtin_recipe_loads_builds_its_task_and_fits_its_context(recipe):
     cfg = load_recipe(recipe)
     assert cfg.name == recipe  # a recipe's run directory is named after it
-    task = make_task(cfg.task["name"], cfg.task_config())
+    task = cfg.make_task()
     assert task.problems("test", 2, cfg.seed)
+    check_context(cfg, task, source=recipe)  # raises if a demonstration, prompt or budget does not fit
 
 
 @pytest.mark.slow

@@ -465,7 +465,10 @@ def test_best_of_n_curve_validation():
         best_of_n_curve([[1, 2]], [[0, 1]], [0])
     with pytest.raises(ValueError, match="trials"):
         best_of_n_curve([[1, 2]], [[0, 1]], [1], trials=0)
-    with pytest.raises(ValueError, match="0.5 at index 1"):
-        best_of_n_curve([[1, 2]], [[0, 0.5]], [1])
+    with pytest.raises(ValueError, match=r"in \[0, 1\], got 1.5 at index 1"):
+        best_of_n_curve([[1, 2]], [[0, 1.5]], [1])
+    with pytest.raises(ValueError, match="got -0.1 at index 0"):
+        best_of_n_curve([[1, 2]], [[-0.1, 1]], [1])
+    assert best_of_n_curve([[1, 2]], [[0, 0.5]], [2]) == {2: 0.5}  # partial credit is a correctness value
     with pytest.raises(ValueError, match="at least one problem"):
         best_of_n_curve([], [], [1])

@@ -11,14 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ponder.config import RECIPE_DIR, ConfigError, load_recipe, to_dict, to_toml
+from ponder.config import RECIPE_DIR, ConfigError, load_recipe, recipe_source, to_dict, to_toml
 from ponder.learn.dpo import PairsFileError
 from ponder.learn.sft import TrainingDiverged
 from ponder.policy.tiny import PolicyLoadError
+from ponder.preflight import check_context
 from ponder.reward.model import RewardModelLoadError
 from ponder.runs import Run, RunDirError, write_atomic, write_json
 from ponder.signals import Interrupted, install_handlers
-from ponder.tasks import TASKS, make_task
+from ponder.tasks import TASKS
 from ponder.tasks.base import TaskError
 
 USER_ERRORS = (ConfigError, RunDirError, TaskError, PolicyLoadError, RewardModelLoadError, PairsFileError)
@@ -117,7 +118,7 @@ def _run_seeds(cfg, root: Path, seeds: list[int], args: argparse.Namespace, fres
         else:
             run = _new_run(scfg, path, force=False)
         print(f"seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})", file=sys.stderr)
-        code = _execute(scfg, run, make_task(scfg.task["name"], scfg.task_config()), args, resume_hint=root)
+        code = _execute(scfg, run, scfg.make_task(), args, resume_hint=root)
         if code:
             return code
     agg = write_aggregate(root)
@@ -140,12 +141,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             return _run_seeds(cfg, Path(args.resume), manifest["seeds"], args, fresh=False)
         run = Run.open(args.resume)
         cfg = load_recipe(str(Path(args.resume) / "config.toml"))
-        task = make_task(cfg.task["name"], cfg.task_config())
+        task = cfg.make_task()
         _check_run_flags(args, cfg)
         return _execute(cfg, run, task, args, resume_hint=run.path)
     cfg = load_recipe(args.recipe, args.set)
-    task = make_task(cfg.task["name"], cfg.task_config())  # data files are read and checked before any work
+    task = cfg.make_task()  # data files are read and checked before any work
     _check_run_flags(args, cfg)
+    check_context(cfg, task, source=recipe_source(args.recipe, args.set))
     path = Path(args.runs_dir) / (args.name or cfg.name)
     if args.seeds:
         seeds = [cfg.seed + i for i in range(args.seeds)]

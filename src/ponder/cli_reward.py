@@ -31,11 +31,10 @@ def _policy(path: str, cfg):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ponder.reward.pipeline import collect, train_models
-    from ponder.tasks import make_task
     from ponder.tasks.base import stable_seed
 
     cfg = load_recipe(args.recipe, args.set)
-    task = make_task(cfg.task["name"], cfg.task_config())
+    task = cfg.make_task()
     policy = _policy(args.policy, cfg)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
@@ -50,9 +49,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     write_json(out / "reward_data.json", data.to_json())
     stats = train_models(policy, task, data, cfg.reward, seed=seed, out_dir=out, progress=not args.quiet)
     write_json(out / "train.json", {"recipe": to_dict(cfg), "policy": str(args.policy), "models": stats,
-                                    "solutions": len(data.texts), "verified": sum(data.outcomes),
+                                    "solutions": len(data.texts), "verified": data.verified(task),
                                     "label_cost": data.cost.as_dict()})
-    print(f"{len(data.texts)} solutions ({sum(data.outcomes) / max(len(data.texts), 1):.1%} verified), "
+    print(f"{len(data.texts)} solutions ({data.verified(task) / max(len(data.texts), 1):.1%} verified), "
           f"labelling generated {data.cost.tokens_generated:,} tokens")
     for name, st in stats.items():
         print(f"  {name:<11} final loss {st['final_loss']:.4f}  -> {out / name}")
@@ -65,12 +64,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ponder.reward.overopt import plot_overoptimization, run_overoptimization
     from ponder.reward.pipeline import evaluate_reward_models, load_model
     from ponder.runs import write_atomic
-    from ponder.tasks import make_task
     from ponder.tasks.base import stable_seed
     from ponder.types import Sampling
 
     cfg = load_recipe(args.recipe, args.set)
-    task = make_task(cfg.task["name"], cfg.task_config())
+    task = cfg.make_task()
     policy = _policy(args.policy, cfg)
     root = Path(args.models)
     if not root.is_dir():

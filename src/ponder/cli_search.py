@@ -37,7 +37,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ponder.policy.tiny import TinyPolicy
     from ponder.reward.pipeline import load_model
     from ponder.search.scaling import METHODS, compute_optimal, estimate_difficulty, plot_scaling, sweep
-    from ponder.tasks import make_task
     from ponder.tasks.base import stable_seed
 
     run_dir = Path(args.run_dir)
@@ -51,7 +50,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise RunDirError(f"{run_dir}: no checkpoint {checkpoint!r} (finished phases: {', '.join(state['done'])})")
     if not (reward_dir(run_dir) / "prm").is_dir():
         raise RunDirError(f"{run_dir}: no process reward model at reward/prm (the recipe's reward.models needs \"prm\")")
-    task = make_task(cfg.task["name"], cfg.task_config())
+    task = cfg.make_task()
     policy = TinyPolicy.load(run_dir / "checkpoints" / checkpoint, dtype=cfg.policy.dtype,
                              batch_size=cfg.policy.batch_size)
     prm = load_model(reward_dir(run_dir) / "prm")

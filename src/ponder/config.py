@@ -150,7 +150,9 @@ class RunConfig:
     """Also save training progress every this many optimizer steps inside a phase (0: only at the end
     of each phase and when stopped by Ctrl-C/SIGTERM)."""
     task: dict[str, Any] = field(default_factory=lambda: {"name": "arithmetic"})
-    """`name` of a registered task plus that task's own settings."""
+    """`name` of a registered task plus that task's own settings, and `verified_at` (default 1.0): the
+    verifier score at or above which a solution counts as verified, for tasks that give partial credit
+    (see `ponder.tasks.base.is_verified`)."""
     model: ModelConfig = ModelConfig()
     """Shape of the built-in transformer."""
     policy: PolicyConfig = PolicyConfig()
@@ -193,6 +195,16 @@ class RunConfig:
         """The chosen task's own config object (validated when the recipe was loaded)."""
         return _task_config(self.task, "task", "<config>")
 
+    def make_task(self):
+        """The recipe's task, built from its config, with its `verified_at` threshold."""
+        from ponder.tasks import make_task
+
+        return make_task(self.task["name"], self.task_config(), verified_at=self.task.get("verified_at"))
+
+
+TASK_KEYS = ("name", "verified_at")
+"""Keys of the `[task]` table that belong to the run, not to the task's own config."""
+
 
 def _task_config(table: dict, where: str, source: str):
     name = table.get("name")
@@ -200,8 +212,13 @@ def _task_config(table: dict, where: str, source: str):
         raise ConfigError(f"{source}: {where}.name must name a task (known: {', '.join(sorted(TASKS))})")
     if name not in TASKS:
         raise ConfigError(f"{source}: {where}.name: unknown task {name!r} (known: {', '.join(sorted(TASKS))})")
+    if "verified_at" in table:
+        v = table["verified_at"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise ConfigError(f"{source}: {where}.verified_at must be a number in (0, 1] (the verifier score that "
+                              f"counts as verified), got {v!r}")
     cls = TASKS[name].Config
-    return build(cls, {k: v for k, v in table.items() if k != "name"}, where, source)
+    return build(cls, {k: v for k, v in table.items() if k not in TASK_KEYS}, where, source)
 
 
 def _type_name(tp: Any) -> str:
@@ -357,11 +374,15 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = N
     """Read, override and validate a recipe. Raises ConfigError naming the file and key."""
     path = resolve_recipe(name_or_path)
     data = read_recipe_table(path, (path.resolve(),))
-    source = str(path)
     if overrides:
         data = apply_overrides(data, overrides)
-        source = f"{path} (with --set)"
-    return build(RunConfig, data, "", source)
+    return build(RunConfig, data, "", recipe_source(name_or_path, overrides))
+
+
+def recipe_source(name_or_path: str | None, overrides: list[str] | None = None) -> str:
+    """How errors name a recipe: its file, and whether `--set` changed it."""
+    path = resolve_recipe(name_or_path)
+    return f"{path} (with --set)" if overrides else str(path)
 
 
 def to_dict(cfg: Any) -> Any:

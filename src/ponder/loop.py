@@ -25,7 +25,6 @@ from ponder.reward.pipeline import RewardData, collect, evaluate_reward_models, 
 from ponder.reward.verifier import VerifierReward
 from ponder.runs import Run
 from ponder.search.scaling import compute_optimal, estimate_difficulty, sweep
-from ponder.tasks import make_task
 from ponder.tasks.base import Task, stable_seed
 
 SAMPLES_SAVED = 50  # problems per evaluation whose completions go to samples/<phase>.jsonl
@@ -66,10 +65,10 @@ def _reward_phase(run: Run, cfg: RunConfig, policy, task, progress: bool, echo) 
     else:
         data = RewardData.from_json(saved, {})
     echo(f"[reward] {len(data.texts)} solutions labelled ({cfg.reward.labels}, "
-         f"{sum(data.outcomes) / max(len(data.outcomes), 1):.1%} verified); training {', '.join(cfg.reward.models)}")
+         f"{data.verified(task) / max(len(data.outcomes), 1):.1%} verified); training {', '.join(cfg.reward.models)}")
     stats = train_models(policy, task, data, cfg.reward, seed=seed, out_dir=reward_dir(run.path), log=run.log,
                          progress=progress)
-    return {"models": stats, "solutions": len(data.texts), "verified": sum(data.outcomes),
+    return {"models": stats, "solutions": len(data.texts), "verified": data.verified(task),
             "label_cost": data.cost.as_dict()}
 
 
@@ -198,7 +197,7 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
     """Run (or resume) every phase of the recipe in `run`; returns the state's results. `task` is the
     recipe's task if the caller already built it. With `workers`, generation and verification fan out
     over that many Ray workers (`ponder.distributed`); the results are the same as in process."""
-    task = task or make_task(cfg.task["name"], cfg.task_config())
+    task = task or cfg.make_task()
     if not workers:
         return _phases(cfg, run, task, progress, echo, place=lambda p: p, verifier=VerifierReward(task))
     from ponder.distributed import RayPolicy, RayVerifier, start_ray, stop_ray

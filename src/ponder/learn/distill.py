@@ -22,7 +22,7 @@ from ponder.learn.sft import Checkpointing, SFTConfig, steps_for, train_sft
 from ponder.policy.base import Policy
 from ponder.reward.model import RewardExample, train_reward_model
 from ponder.search.mcts import MCTSConfig, Tree, mcts
-from ponder.tasks.base import Task
+from ponder.tasks.base import Task, is_verified
 from ponder.types import Cost, Problem, Sampling
 
 
@@ -78,7 +78,7 @@ def verified_traces(tree: Tree, answer: str, task: Task, k: int) -> list[str]:
     for text in [answer] + [n.text for n in finished]:
         if len(out) == k:
             break
-        if text not in out and task.verify(tree.problem, text) >= 1.0:
+        if text not in out and is_verified(task, task.verify(tree.problem, text)):
             out.append(text)
     return out
 
@@ -102,7 +102,7 @@ def search_round(policy: Policy, prm, task: Task, problems: Sequence[Problem], c
               for text in verified_traces(tree, r.text, task, cfg.traces_per_tree)]
     values = [[e.prompt, e.text, list(e.targets)] for t in trees for e in t.value_examples(cfg.min_visits)]
     cost = Cost.total(r.cost for r in results)
-    solved = sum(task.verify(p, r.text) >= 1.0 for p, r in zip(problems, results))
+    solved = sum(is_verified(task, task.verify(p, r.text)) for p, r in zip(problems, results))
     stats = {"searched": len(problems), "kept": len(traces), "search_accuracy": solved / max(len(problems), 1),
              "value_examples": len(values), "sample_tokens": cost.tokens_generated,
              "tokens_encoded": cost.tokens_encoded, "sample_flops": cost.flops}

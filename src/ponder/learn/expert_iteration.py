@@ -10,12 +10,14 @@ compute the round just spent.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from ponder.learn.sft import Checkpointing, SFTConfig, steps_for, train_sft
 from ponder.policy.base import Policy
 from ponder.reward.base import OutcomeReward
+from ponder.tasks.base import verified_at
 from ponder.types import Cost, Problem, Sample, Sampling
 
 
@@ -29,8 +31,9 @@ class ExpertIterationConfig:
     """Sampling temperature."""
     max_new_tokens: int = 96
     """Generation cap per sample."""
-    threshold: float = 1.0
-    """Keep a solution whose reward is at least this."""
+    threshold: float | None = None
+    """Keep a solution whose reward is at least this (None: when the reward is the task's verifier, the
+    task's `verified_at`, 1.0 unless the recipe's `[task]` sets it; 1.0 for any other reward)."""
     keep_per_problem: int = 1
     """Most distinct kept solutions per problem (stops easy problems dominating the data)."""
     epochs: float = 2.0
@@ -47,6 +50,8 @@ class ExpertIterationConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise ValueError(f"threshold must be a finite number or unset, got {self.threshold}")
 
 
 def round_steps(cfg: ExpertIterationConfig, kept: int) -> int:
@@ -73,6 +78,8 @@ def collect_verified(problems: Sequence[Problem], groups: Sequence[Sequence[Samp
 def sample_round(policy: Policy, reward: OutcomeReward, problems: Sequence[Problem], cfg: ExpertIterationConfig,
                  *, seed: int, phase: str) -> tuple[list[tuple[str, str]], dict]:
     """The search half of a round: sample, score, keep verified. Returns (training pairs, stats)."""
+    if cfg.threshold is None:
+        cfg = replace(cfg, threshold=verified_at(getattr(reward, "task", None)))
     sampling = Sampling(n=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed)
     groups = policy.generate([p.prompt for p in problems], sampling)
     rewards = [reward.score([p] * len(g), [s.text for s in g]) for p, g in zip(problems, groups)]

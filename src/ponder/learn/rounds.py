@@ -32,6 +32,13 @@ from ponder.tasks.base import Task
 OFFLINE = ("expert_iteration", "distill")
 ONLINE = (*ADVANTAGES, "ppo", "dpo")
 LEARNERS = OFFLINE + ONLINE
+_SETTINGS = {**{a: "rl" for a in ADVANTAGES}, "expert_iteration": "expert_iteration", "distill": "distill",
+             "ppo": "ppo", "dpo": "dpo"}
+
+
+def learner_settings(learner: str) -> str:
+    """The `[learn.X]` table that holds a learner's settings (`rl` for the policy-gradient family)."""
+    return _SETTINGS[learner]
 
 
 @dataclass(frozen=True)

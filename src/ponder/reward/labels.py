@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from ponder.policy.base import Policy
 from ponder.reward.model import RewardExample
-from ponder.tasks.base import Task, join_steps, split_steps
+from ponder.tasks.base import Task, is_verified, join_steps, split_steps
 from ponder.types import Cost, Problem, Sampling
 
 SOURCES = ("gold", "mc_soft", "mc_hard", "outcome")
@@ -44,7 +44,9 @@ def mc_labels(task: Task, policy: Policy, problems: Sequence[Problem], texts: Se
               sampling: Sampling, hard: bool = False, chunk: int = 64, progress: bool = False
               ) -> tuple[list[list[float]], Cost]:
     """Monte-Carlo step labels: for each step prefix, the fraction of `rollouts` completions from it
-    that verify (or, with `hard`, 1.0 if any does). Returns the labels and the rollouts' cost."""
+    that verify (or, with `hard`, 1.0 if any does). Returns the labels and the rollouts' cost.
+
+    With partial credit the soft label is the rollouts' mean score and the hard one asks `is_verified`."""
     from ponder.eval import generate_in_chunks  # eval imports reward; import here to avoid a cycle
 
     if rollouts < 1:
@@ -72,7 +74,7 @@ def mc_labels(task: Task, policy: Policy, problems: Sequence[Problem], texts: Se
                                     progress=progress, desc="mc labels")
         for (pid, prefix), group in zip(todo, groups):
             wins = [task.verify(owner[pid], prefix + s.text) for s in group]
-            prefixes[(pid, prefix)] = float(any(w > 0 for w in wins)) if hard else sum(wins) / len(wins)
+            prefixes[(pid, prefix)] = float(any(is_verified(task, w) for w in wins)) if hard else sum(wins) / len(wins)
             cost = cost + Cost.total(s.cost for s in group)
     labels = [[float(prefixes[k]) for k in keys] for keys in per_text]
     return labels, cost

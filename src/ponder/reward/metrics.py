@@ -27,6 +27,15 @@ def _binary(values: Sequence[float], what: str) -> list[int]:
     return out
 
 
+def _unit(values: Sequence[float], what: str) -> list[float]:
+    out = []
+    for i, v in enumerate(values):
+        if not (isinstance(v, (int, float)) and 0 <= v <= 1):
+            raise ValueError(f"{what} must be in [0, 1], got {v!r} at index {i}")
+        out.append(float(v))
+    return out
+
+
 def _average_ranks(values: Sequence[float]) -> list[float]:
     """1-based ranks of `values` in increasing order, tied values sharing the average of their ranks."""
     order = sorted(range(len(values)), key=lambda i: values[i])
@@ -148,7 +157,7 @@ def best_of_n_curve(
     replacement, pick the highest-scoring one (ties to the lowest index in the pool), and average
     its correctness over draws and then over problems.
 
-    `scores[p]` and `correct[p]` (0/1) describe problem p's pool of candidates; every pool must
+    `scores[p]` and `correct[p]` (0/1, or partial credit in [0, 1]) describe problem p's pool of candidates; every pool must
     hold at least max(ns) candidates. With `trials=None` the expectation over draws is exact: the
     candidate ranked r-th (0-based) in pick order is chosen with probability C(m-1-r, N-1) / C(m, N)
     in a pool of m. With an integer `trials`, it is estimated from that many random draws per
@@ -174,7 +183,7 @@ def best_of_n_curve(
         for n in ns:
             if n > len(s):
                 raise ValueError(f"problem {p} has {len(s)} candidates, too few for N={n}")
-        pools.append((list(s), _binary(c, f"problem {p}: correctness values")))
+        pools.append((list(s), _unit(c, f"problem {p}: correctness values")))
     rng = random.Random(seed)
     curve: dict[int, float] = {}
     for n in ns:

@@ -26,7 +26,7 @@ from ponder.reward.implicit import ImplicitPRM, train_implicit_prm
 from ponder.reward.labels import gold_labels, label_examples, mc_labels
 from ponder.reward.metrics import auroc, best_of_n_curve, first_error_index, predicted_first_error, process_bench_f1
 from ponder.reward.model import PreferencePair, RewardModel, train_reward_model
-from ponder.tasks.base import Task, stable_seed
+from ponder.tasks.base import Task, is_verified, stable_seed
 from ponder.types import Cost, Problem, Sample, Sampling
 
 MODELS = ("prm", "orm", "implicit", "preference")
@@ -89,6 +89,10 @@ class RewardData:
     step_labels: list[list[float]]
     cost: Cost
 
+    def verified(self, task: Task) -> int:
+        """How many of the solutions count as verified (`is_verified`)."""
+        return sum(is_verified(task, y) for y in self.outcomes)
+
     def to_json(self) -> dict:
         return {"problems": [[p.id, p.prompt, p.answer] for p in self.problems], "texts": self.texts,
                 "outcomes": self.outcomes, "step_labels": self.step_labels, "cost": self.cost.as_dict()}
@@ -121,12 +125,13 @@ def collect(policy, task: Task, cfg: RewardConfig, *, seed: int, progress: bool 
     return RewardData(flat_p, flat_t, outcomes, labels, cost)
 
 
-def preference_pairs(data: RewardData, *, seed: int, per_problem: int = 4) -> list[PreferencePair]:
-    """(verified, failed) pairs of solutions to the same problem, at most `per_problem` each."""
+def preference_pairs(data: RewardData, task: Task, *, seed: int, per_problem: int = 4) -> list[PreferencePair]:
+    """(verified, failed) pairs of solutions to the same problem, at most `per_problem` each
+    (`is_verified` draws the line, so partial credit below the task's threshold counts as failed)."""
     by_problem: dict[str, tuple[Problem, list[str], list[str]]] = {}
     for p, t, y in zip(data.problems, data.texts, data.outcomes):
         entry = by_problem.setdefault(p.id, (p, [], []))
-        entry[1 if y > 0 else 2].append(t)
+        entry[1 if is_verified(task, y) else 2].append(t)
     rng = random.Random(seed)
     pairs = []
     for p, good, bad in by_problem.values():
@@ -161,7 +166,7 @@ def train_models(policy, task: Task, data: RewardData, cfg: RewardConfig, *, see
 
                     train_data = load_pairs_jsonl(cfg.pairs_file)
                 else:
-                    train_data = preference_pairs(data, seed=model_seed)
+                    train_data = preference_pairs(data, task, seed=model_seed)
                 if not train_data:
                     raise ValueError("preference reward model: no problem has both a verified and a failed solution")
             else:
@@ -183,12 +188,13 @@ def load_model(path: str | Path):
 
 def evaluate_reward_models(models: dict[str, object], task: Task, problems: Sequence[Problem],
                            groups: Sequence[Sequence[Sample]], *, ns: Sequence[int]) -> dict[str, dict]:
-    """Per model: AUROC of its score for verified vs failed samples, first-error F1 against gold step
-    labels (if the task has them; process models only), and best-of-N accuracy at each N."""
+    """Per model: AUROC of its score for verified vs failed samples (`is_verified`), first-error F1
+    against gold step labels (if the task has them; process models only), and best-of-N accuracy (the
+    mean verifier score of the pick, partial credit included) at each N."""
     correct = [[task.verify(p, s.text) for s in g] for p, g in zip(problems, groups)]
     flat_p = [p for p, g in zip(problems, groups) for _ in g]
     flat_t = [s.text for g in groups for s in g]
-    flat_y = [y for row in correct for y in row]
+    flat_y = [int(is_verified(task, y)) for row in correct for y in row]
     try:
         gold = [first_error_index(row) for row in gold_labels(task, flat_p, flat_t)]
     except ValueError:

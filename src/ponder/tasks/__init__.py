@@ -8,7 +8,7 @@ A recipe's `[task]` table names a task (`name = "arithmetic"`) and sets the fiel
 from __future__ import annotations
 
 from ponder.tasks.arithmetic import Arithmetic, ArithmeticConfig
-from ponder.tasks.base import BaseTask, Task, TaskError, join_steps, split_steps
+from ponder.tasks.base import BaseTask, Task, TaskError, is_verified, join_steps, split_steps
 from ponder.tasks.countdown import Countdown, CountdownConfig
 from ponder.tasks.gym import GymConfig, ReasoningGymTask
 from ponder.tasks.humaneval import HumanEval, HumanEvalConfig
@@ -30,12 +30,16 @@ register(ReasoningGymTask)
 register(HumanEval)
 
 
-def make_task(name: str, config: object | None = None) -> Task:
-    """Build a registered task from its (already validated) config object."""
+def make_task(name: str, config: object | None = None, *, verified_at: float | None = None) -> Task:
+    """Build a registered task from its (already validated) config object. `verified_at`, where
+    given, sets the score at or above which a solution counts as verified (`is_verified`)."""
     if name not in TASKS:
         raise TaskError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))})")
     cls = TASKS[name]
-    return cls(config) if config is not None else cls()
+    task = cls(config) if config is not None else cls()
+    if verified_at is not None:
+        task.verified_at = float(verified_at)
+    return task
 
 
 __all__ = [
@@ -45,6 +49,7 @@ __all__ = [
     "BaseTask",
     "Task",
     "TaskError",
+    "is_verified",
     "join_steps",
     "make_task",
     "register",

@@ -23,6 +23,8 @@ from ponder.types import Problem
 
 SPLITS = ("train", "test")
 ANSWER_PREFIX = "A: "
+VERIFIED_AT = 1.0
+"""Default score at or above which a solution counts as verified (`[task] verified_at` changes it)."""
 
 
 class TaskError(ValueError):
@@ -67,6 +69,23 @@ class Task(Protocol):
     def verify(self, problem: Problem, text: str) -> float: ...
     def demonstration(self, problem: Problem) -> str | None: ...
     def step_labels(self, problem: Problem, steps: Sequence[str]) -> list[float] | None: ...
+
+
+def verified_at(task: Task) -> float:
+    """The task's threshold for a verified solution: its `verified_at` attribute, else VERIFIED_AT."""
+    return float(getattr(task, "verified_at", VERIFIED_AT))
+
+
+def is_verified(task: Task, score: float) -> bool:
+    """Whether a verifier score counts as a verified solution.
+
+    `verify` returns a score in [0, 1]. Most tasks give 0 or 1; reasoning-gym scorers can give partial
+    credit (0.5 for an answer with stray spaces, 0.01 for a wrong one in the right form). Accuracy,
+    rewards and advantages use the score as it is; whatever needs a yes or no (the `verified` share,
+    expert iteration's filter, preference pairs, hard Monte-Carlo labels, AUROC, distillation's
+    traces) asks this, so the line is drawn in one place, at `[task] verified_at` (default 1.0: only
+    full credit)."""
+    return score >= verified_at(task)
 
 
 def split_steps(text: str) -> list[str]:
@@ -187,6 +206,7 @@ class BaseTask:
     `demonstration`, `step_labels`, `extract_answer` and `verify`."""
 
     name: ClassVar[str] = "base"
+    verified_at: float = VERIFIED_AT
     test_fraction: float = 0.1
     max_tries_per_problem: int = 1000
 

@@ -1,0 +1,96 @@
+"""Pre-flight: does everything a recipe will feed the model fit its context? Checked before any work.
+
+A run that trains for fifteen minutes and then dies because a demonstration, a prompt or a generation
+budget does not fit `model.max_seq_len` wastes the user's time and leaves a half-made run directory.
+`check_context` measures, with the built-in tokenizer, what each phase will ask of the context:
+
+- init SFT: BOS + prompt + demonstration + EOS, for the demonstrations `init.demos` draws;
+- every phase that generates (eval, reward, search, the learner): BOS + prompt + that phase's
+  `max_new_tokens`, for the problems the phase draws (its split and count);
+
+and raises one `ConfigError` naming the key to change and the length needed. Characters the built-in
+tokenizer cannot encode are reported the same way. Each use is measured on at most `sample` problems
+of the seed's draw (the lengths of a procedural task's problems do not depend on the seed).
+
+Only the built-in backend is checked here: a pretrained model's context (thousands of tokens) and
+tokenizer are only known once it is loaded, and its backend raises on a prompt that does not fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ponder.config import ConfigError, RunConfig
+from ponder.learn.rounds import learner_settings
+from ponder.policy.tokenizer import CharTokenizer
+from ponder.tasks.base import Task
+
+SAMPLE = 2000
+"""Most problems measured per use."""
+
+
+@dataclass(frozen=True)
+class Use:
+    """One way a phase uses the context: its problems and how many tokens it generates after them."""
+
+    what: str  # "eval prompts", ...
+    key: str  # the max_new_tokens setting, e.g. "eval.max_new_tokens"
+    split: str
+    problems: int
+    max_new_tokens: int
+
+
+def uses(cfg: RunConfig) -> list[Use]:
+    """What the recipe's phases generate after which problems, in the order the run meets them."""
+    out = [Use("eval prompts", "eval.max_new_tokens", "test", cfg.eval.problems, cfg.eval.max_new_tokens)]
+    if cfg.reward.models:
+        out.append(Use("reward-data prompts", "reward.max_new_tokens", "train", cfg.reward.problems,
+                       cfg.reward.max_new_tokens))
+    if cfg.search.methods:
+        out.append(Use("search prompts", "search.max_new_tokens", "test", cfg.search.problems,
+                       cfg.search.max_new_tokens))
+    if cfg.learn.rounds:
+        table = learner_settings(cfg.learn.learner)
+        out.append(Use(f"{cfg.learn.learner} prompts", f"learn.{table}.max_new_tokens", "train", cfg.learn.problems,
+                       getattr(cfg.learn, table).max_new_tokens))
+    return out
+
+
+def _encoded_len(tok: CharTokenizer, text: str, what: str, source: str) -> int:
+    try:
+        return len(tok.encode(text))
+    except ValueError as e:
+        raise ConfigError(f"{source}: {what} cannot be used with the built-in character tokenizer: {e}") from None
+
+
+def check_context(cfg: RunConfig, task: Task, *, source: str, sample: int = SAMPLE) -> None:
+    """Raise ConfigError (one line, naming the key and the length needed) if anything the recipe will
+    feed the built-in model does not fit `model.max_seq_len`; do nothing for other backends."""
+    if cfg.policy.backend != "tiny":
+        return
+    tok, limit = CharTokenizer(), cfg.model.max_seq_len
+    if not cfg.init.checkpoint:
+        longest, count = 0, 0
+        for p in task.problems("train", min(cfg.init.demos, sample), cfg.seed):
+            demo = task.demonstration(p)
+            if demo is None:
+                continue
+            count += 1
+            longest = max(longest, 2 + _encoded_len(tok, p.prompt + demo, "a demonstration", source))
+        if count and longest > limit:
+            raise ConfigError(f"{source}: model.max_seq_len = {limit} is too short for the {task.name} demonstrations: "
+                              f"the longest takes {longest} tokens (BOS + prompt + trace + EOS); set "
+                              f"model.max_seq_len >= {longest}")
+    for use in uses(cfg):
+        prompts = [p.prompt for p in task.problems(use.split, min(use.problems, sample), cfg.seed)]
+        if not prompts:
+            continue
+        longest = max(_encoded_len(tok, s, f"a {use.what[:-1]}", source) for s in prompts)
+        need = 1 + longest + use.max_new_tokens
+        if need > limit:
+            room = limit - 1 - longest
+            lower = (f"lower {use.key} to {room} or " if room > 0 else "")
+            raise ConfigError(f"{source}: model.max_seq_len = {limit} is too short for {use.key} = "
+                              f"{use.max_new_tokens}: the longest of the {use.what} takes {longest} tokens, so "
+                              f"generating needs {need} (BOS + prompt + {use.max_new_tokens}); {lower}set "
+                              f"model.max_seq_len >= {need}")
