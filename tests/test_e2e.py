@@ -17,14 +17,14 @@ from ponder.runs import Run
 TINY = [
     "task.digits=2", 'task.styles=["column"]', "model.n_layer=2", "model.d_model=64", "model.max_seq_len=48",
     "init.demos=400", "init.sft.steps=60", "init.sft.batch_size=32",
-    "eval.problems=40", "eval.n=[1,4]", "eval.max_new_tokens=40",
+    "eval.problems=40", "eval.n=[1,4]", "eval.max_new_tokens=38",
     "learn.rounds=1", "learn.problems=60", "learn.expert_iteration.samples=2",
-    "learn.expert_iteration.max_new_tokens=40", "learn.expert_iteration.sft.steps=10", "learn.expert_iteration.sft.batch_size=16",
-    "reward.problems=30", "reward.samples=2", "reward.rollouts=2", "reward.max_new_tokens=40", "reward.train.steps=10",
+    "learn.expert_iteration.max_new_tokens=38", "learn.expert_iteration.sft.steps=10", "learn.expert_iteration.sft.batch_size=16",
+    "reward.problems=30", "reward.samples=2", "reward.rollouts=2", "reward.max_new_tokens=38", "reward.train.steps=10",
     "reward.train.batch_size=16",
     'search.methods=["greedy","majority","weighted_vote","best_of_n","beam","mcts"]', "search.problems=8",
     "search.majority=[1,2]", "search.weighted_vote=[2]", "search.best_of_n=[1,2]", "search.beam=[1,2]",
-    "search.mcts=[2,4]", "search.max_new_tokens=40", "search.difficulty_samples=2", "search.difficulty_bins=2",
+    "search.mcts=[2,4]", "search.max_new_tokens=38", "search.difficulty_samples=2", "search.difficulty_bins=2",
 ]
 
 

@@ -14,23 +14,23 @@ from ponder.runs import Run
 
 BASE = [
     "task.digits=2", 'task.styles=["column"]', "model.n_layer=2", "model.d_model=64", "model.max_seq_len=48",
-    "eval.problems=20", "eval.n=[1,2]", "eval.max_new_tokens=40", "learn.problems=24", "reward.models=[]",
-    "search.methods=[]",
+    "eval.problems=20", "eval.n=[1,2]", "eval.max_new_tokens=38", "learn.expert_iteration.max_new_tokens=38",
+    "learn.problems=24", "reward.models=[]", "search.methods=[]",
 ]
 ONE_ROUND = {
-    "expert_iteration": ["learn.expert_iteration.samples=2", "learn.expert_iteration.max_new_tokens=40",
+    "expert_iteration": ["learn.expert_iteration.samples=2", "learn.expert_iteration.max_new_tokens=38",
                          "learn.expert_iteration.sft.steps=4", "learn.expert_iteration.sft.batch_size=8"],
-    "distill": ['reward.models=["prm"]', "reward.problems=8", "reward.samples=2", "reward.max_new_tokens=40",
+    "distill": ['reward.models=["prm"]', "reward.problems=8", "reward.samples=2", "reward.max_new_tokens=38",
                 "reward.train.steps=4", "reward.train.batch_size=8", "learn.distill.simulations=3",
                 "learn.distill.max_new_tokens=12", "learn.distill.sft.steps=4", "learn.distill.sft.batch_size=8",
                 "learn.distill.prm_steps=3", "learn.distill.min_visits=1"],
     "ppo": ["learn.ppo.steps=2", "learn.ppo.prompts_per_step=4", "learn.ppo.samples_per_prompt=2",
-            "learn.ppo.max_new_tokens=40", "learn.ppo.epochs_per_batch=2", 'learn.ppo.critic="separate"',
+            "learn.ppo.max_new_tokens=38", "learn.ppo.epochs_per_batch=2", 'learn.ppo.critic="separate"',
             "learn.ppo.value_warmup=1"],
-    "dpo": ["learn.dpo.prompts_per_round=6", "learn.dpo.samples=3", "learn.dpo.max_new_tokens=40",
+    "dpo": ["learn.dpo.prompts_per_round=6", "learn.dpo.samples=3", "learn.dpo.max_new_tokens=38",
             "learn.dpo_iterations=2", "learn.dpo.train.batch_size=4"],
 }
-RL = ["learn.rl.steps=2", "learn.rl.prompts_per_step=8", "learn.rl.group_size=4", "learn.rl.max_new_tokens=40"]
+RL = ["learn.rl.steps=2", "learn.rl.prompts_per_step=8", "learn.rl.group_size=4", "learn.rl.max_new_tokens=38"]
 
 
 def _run(runs: Path, name: str, sets: list[str]) -> int:

@@ -19,8 +19,9 @@ from ponder.preflight import check_context
 from ponder.reward.model import RewardModelLoadError
 from ponder.runs import Run, RunDirError, write_atomic, write_json
 from ponder.signals import Interrupted, install_handlers
-from ponder.tasks import TASKS
+from ponder.tasks import TASKS, register
 from ponder.tasks.base import TaskError
+from ponder.tasks.plugins import load_entry_points
 
 USER_ERRORS = (ConfigError, RunDirError, TaskError, PolicyLoadError, RewardModelLoadError, PairsFileError)
 
@@ -178,9 +179,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    load_entry_points(register)
     for name, cls in sorted(TASKS.items()):
-        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<12} {doc}")
+        doc = ((sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().splitlines() or [""])[0]
+        where = "" if cls.__module__.startswith("ponder.") else f"  [{cls.__module__}]"
+        print(f"{name:<12} {doc}{where}")
     return 0
 
 

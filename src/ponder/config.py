@@ -23,8 +23,9 @@ from ponder.learn.sft import SFTConfig
 from ponder.policy.transformer import ModelConfig
 from ponder.reward.pipeline import RewardConfig
 from ponder.search.scaling import SearchConfig
-from ponder.tasks import TASKS
+from ponder.tasks import TASKS, task_class
 from ponder.tasks.base import TaskError
+from ponder.tasks.plugins import import_plugin
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
@@ -150,9 +151,10 @@ class RunConfig:
     """Also save training progress every this many optimizer steps inside a phase (0: only at the end
     of each phase and when stopped by Ctrl-C/SIGTERM)."""
     task: dict[str, Any] = field(default_factory=lambda: {"name": "arithmetic"})
-    """`name` of a registered task plus that task's own settings, and `verified_at` (default 1.0): the
-    verifier score at or above which a solution counts as verified, for tasks that give partial credit
-    (see `ponder.tasks.base.is_verified`)."""
+    """`name` of a registered task plus that task's own settings; `plugin`, a module or .py file to
+    import first for a task defined outside ponder (see `ponder.tasks.plugins`); and `verified_at`
+    (default 1.0): the verifier score at or above which a solution counts as verified, for tasks that
+    give partial credit (see `ponder.tasks.base.is_verified`)."""
     model: ModelConfig = ModelConfig()
     """Shape of the built-in transformer."""
     policy: PolicyConfig = PolicyConfig()
@@ -202,23 +204,31 @@ class RunConfig:
         return make_task(self.task["name"], self.task_config(), verified_at=self.task.get("verified_at"))
 
 
-TASK_KEYS = ("name", "verified_at")
+TASK_KEYS = ("name", "verified_at", "plugin")
 """Keys of the `[task]` table that belong to the run, not to the task's own config."""
 
 
 def _task_config(table: dict, where: str, source: str):
-    name = table.get("name")
+    name, plugin = table.get("name"), table.get("plugin")
     if not isinstance(name, str):
         raise ConfigError(f"{source}: {where}.name must name a task (known: {', '.join(sorted(TASKS))})")
-    if name not in TASKS:
-        raise ConfigError(f"{source}: {where}.name: unknown task {name!r} (known: {', '.join(sorted(TASKS))})")
+    if plugin is not None and not isinstance(plugin, str):
+        raise ConfigError(f"{source}: {where}.plugin must be a string (a module or a .py file), got {plugin!r}")
+    if plugin is not None:
+        try:
+            import_plugin(plugin)
+        except TaskError as e:
+            raise ConfigError(f"{source}: {where}.plugin: {e}") from None
+    try:
+        cls = task_class(name)
+    except TaskError as e:
+        raise ConfigError(f"{source}: {where}.name: {e}") from None
     if "verified_at" in table:
         v = table["verified_at"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
             raise ConfigError(f"{source}: {where}.verified_at must be a number in (0, 1] (the verifier score that "
                               f"counts as verified), got {v!r}")
-    cls = TASKS[name].Config
-    return build(cls, {k: v for k, v in table.items() if k not in TASK_KEYS}, where, source)
+    return build(cls.Config, {k: v for k, v in table.items() if k not in TASK_KEYS}, where, source)
 
 
 def _type_name(tp: Any) -> str:
@@ -311,9 +321,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `--set` overrides to a raw recipe table (before validation)."""
+    """Apply `--set` overrides to a raw recipe table (before validation). `--set task.name=X` naming
+    another task starts X's table afresh (the old task's settings do not apply to it), so set the
+    new task's own fields after it."""
     for text in overrides:
         path, value = parse_override(text)
+        if path == ["task", "name"] and isinstance(data.get("task"), dict) and data["task"].get("name") != value:
+            data["task"] = {}
         node = data
         for part in path[:-1]:
             nxt = node.setdefault(part, {})
@@ -339,10 +353,13 @@ def resolve_recipe(name_or_path: str | None) -> Path:
 
 
 def _merge(base: dict, over: dict) -> dict:
-    """`over` laid on `base`: tables merge key by key, anything else replaces."""
+    """`over` laid on `base`: tables merge key by key, anything else replaces. A recipe that extends
+    another but names a different task gets its own `[task]` table whole (the other task's settings
+    would be unknown keys to it)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        same_task = k != "task" or not isinstance(v, dict) or "name" not in v or v["name"] == (out.get(k) or {}).get("name")
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and same_task else v
     return out
 
 

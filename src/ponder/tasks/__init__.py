@@ -2,7 +2,9 @@
 
 A recipe's `[task]` table names a task (`name = "arithmetic"`) and sets the fields of that task's
 `Config` dataclass; `make_task` builds it. To add a task, write a class with the `Task` methods
-(subclass `BaseTask` for the shared parts), give it a frozen `Config` dataclass, and `register` it.
+(subclass `BaseTask` for the shared parts), give it a frozen `Config` dataclass, and `register` it;
+`ponder.tasks.plugins` says how a recipe reaches a task defined outside ponder (an entry point of an
+installed package, or `[task] plugin = "file.py"`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from ponder.tasks.countdown import Countdown, CountdownConfig
 from ponder.tasks.gym import GymConfig, ReasoningGymTask
 from ponder.tasks.humaneval import HumanEval, HumanEvalConfig
 from ponder.tasks.jsonl import JsonlConfig, JsonlTask
+from ponder.tasks.plugins import import_plugin, load_entry_points
 
 TASKS: dict[str, type] = {}
 
@@ -30,12 +33,23 @@ register(ReasoningGymTask)
 register(HumanEval)
 
 
+def task_class(name: str, plugin: str | None = None) -> type:
+    """The task class a recipe names: after importing its `plugin` (if any), from the registry, or
+    failing that from the installed `ponder.tasks` entry points. TaskError lists the known names."""
+    if plugin:
+        import_plugin(plugin)
+    if name not in TASKS:
+        load_entry_points(register)
+    if name not in TASKS:
+        hint = "" if plugin else "; a task of your own needs [task] plugin = \"its_module.py\" or an entry point"
+        raise TaskError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))}){hint}")
+    return TASKS[name]
+
+
 def make_task(name: str, config: object | None = None, *, verified_at: float | None = None) -> Task:
     """Build a registered task from its (already validated) config object. `verified_at`, where
     given, sets the score at or above which a solution counts as verified (`is_verified`)."""
-    if name not in TASKS:
-        raise TaskError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))})")
-    cls = TASKS[name]
+    cls = task_class(name)
     task = cls(config) if config is not None else cls()
     if verified_at is not None:
         task.verified_at = float(verified_at)
@@ -54,6 +68,7 @@ __all__ = [
     "make_task",
     "register",
     "split_steps",
+    "task_class",
 ]
 __all__ += ["Countdown", "CountdownConfig", "GymConfig", "JsonlConfig", "JsonlTask", "ReasoningGymTask"]
 __all__ += ["HumanEval", "HumanEvalConfig"]
