@@ -24,8 +24,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:Fu
 from tokenizers import Tokenizer, decoders, models, processors
 
 from ponder.policy import Policy, PolicyLoadError
-from ponder.policy.hf import HFConfig, HFPolicy, HFRewardModel
+from ponder.policy.hf import HFConfig, HFPolicy
 from ponder.reward.base import OutcomeReward
+from ponder.reward.hf_model import HFRewardModel
 from ponder.types import Problem, Sampling
 
 CHARS = "0123456789abcdefghijklmnopqrstuvwxyz+-*=()[]:. \n"

@@ -19,18 +19,16 @@ import torch
 from ponder.config import PolicyConfig
 from ponder.policy import PolicyLoadError
 from ponder.policy.base import batch_seed
-from ponder.policy.vllm import (
-    VLLMPolicy,
+from ponder.policy.vllm import VLLMPolicy
+from ponder.policy.vllm_convert import (
     completion_logprobs,
     engine_logprobs_untempered,
-    engine_model,
     finish_of,
-    push_kinds,
-    push_weights,
     sample_flops,
     sampling_kwargs,
     to_samples,
 )
+from ponder.policy.vllm_weights import engine_model, push_kinds, push_weights
 from ponder.types import Cost, Sampling
 
 PC = PolicyConfig(backend="vllm", path="/nowhere/model")
@@ -347,7 +345,7 @@ def test_policy_pushes_changed_weights_once(model_dir):
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # peft 0.21 on transformers 5
 def test_lora_push_merges_out_of_place_and_export_loads_back(model_dir, tf, tmp_path):
     pytest.importorskip("peft")
-    from ponder.policy.vllm import export_model, merged_state_dict
+    from ponder.policy.vllm_weights import export_model, merged_state_dict
 
     policy, engine_model_ = make_policy(model_dir, lora=4)
     g = torch.Generator().manual_seed(1)

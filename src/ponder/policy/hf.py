@@ -1,8 +1,9 @@
-"""A Hugging Face backend behind the `Policy` protocol, and a Hugging Face outcome reward model.
+"""A Hugging Face backend behind the `Policy` protocol.
 
 `HFPolicy` runs any local causal LM that `AutoModelForCausalLM` can load (a model directory, or a
 .gguf file, dequantized on load) so that search and learning can use a pretrained model instead of
-the built-in tiny one. `HFRewardModel` scores solutions with a local sequence-classification model.
+the built-in tiny one. (`ponder.reward.hf_model.HFRewardModel` scores solutions with a local
+sequence-classification model through the same loading helpers.)
 
 This module is optional. Nothing else in ponder imports it unless asked (`ponder.policy.hf` must be
 imported by name), and transformers / peft are imported inside the functions that need them, so
@@ -47,42 +48,20 @@ import torch
 from torch import Tensor
 
 from ponder.policy.base import record_step
+from ponder.policy.hf_loading import (
+    DTYPES,
+    device_of,
+    first_line,
+    import_peft,
+    import_transformers,
+    load_model,
+    load_tokenizer,
+    locate,
+)
 from ponder.policy.tiny import PolicyLoadError, sample_next
-from ponder.reward.base import check_pairs
-from ponder.types import Cost, Problem, Sample, Sampling
+from ponder.types import Cost, Sample, Sampling
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 META_FILE = "ponder_hf.json"
-INSTALL_HINT = "pip install -e '.[hf]'"
-
-
-def _transformers():
-    try:
-        import transformers
-    except ImportError as e:  # pragma: no cover - transformers is installed wherever the tests run
-        raise ImportError(f"the Hugging Face backend needs transformers: {INSTALL_HINT} ({e})") from None
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()  # no "Loading weights" bars in ponder's output
-    return transformers
-
-
-def _peft():
-    try:
-        import peft
-    except ImportError as e:  # pragma: no cover
-        raise ImportError(f"LoRA needs peft: {INSTALL_HINT} ({e})") from None
-    return peft
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)
@@ -143,51 +122,6 @@ class HFConfig:
                 raise ValueError(f"HFConfig.device must be auto or a torch device, got {self.device!r}") from None
 
 
-def _locate(path: str, gguf_file: str) -> tuple[Path, str]:
-    """(directory, gguf file name or "") for a model path, or PolicyLoadError saying what was expected."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        if p.suffix != ".gguf" or gguf_file:
-            raise PolicyLoadError(f"{p}: expected a Hugging Face model directory or a .gguf file")
-        return p.parent, p.name
-    if not p.is_dir():
-        raise PolicyLoadError(f"{p}: no such model directory or .gguf file (expected a local Hugging Face model "
-                              "directory with config.json, or a .gguf file; nothing is downloaded)")
-    if gguf_file:
-        if not (p / gguf_file).is_file():
-            raise PolicyLoadError(f"{p / gguf_file}: no such .gguf file")
-        return p, gguf_file
-    if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
-        raise PolicyLoadError(f"{p}: not a Hugging Face model directory (expected config.json and weights, "
-                              "or a .gguf file)")
-    return p, ""
-
-
-def _load_tokenizer(directory: Path, gguf_file: str, trust_remote_code: bool):
-    tf = _transformers()
-    kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    try:
-        return tf.AutoTokenizer.from_pretrained(str(directory), **kwargs)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError) as e:
-        raise PolicyLoadError(f"{directory / gguf_file if gguf_file else directory}: cannot load its tokenizer "
-                              f"({_first_line(e)})") from None
-
-
-def _load_model(auto_class, directory: Path, gguf_file: str, dtype: str, trust_remote_code: bool, **extra):
-    kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code,
-                              "dtype": DTYPES[dtype], **extra}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    try:
-        return auto_class.from_pretrained(str(directory), **kwargs)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError, RuntimeError) as e:
-        where = directory / gguf_file if gguf_file else directory
-        raise PolicyLoadError(f"{where}: cannot load a {auto_class.__name__.removeprefix('AutoModelFor')} model "
-                              f"({_first_line(e)})") from None
-
-
 def _select_cache(cache, index: Tensor):
     """Keep (and repeat) batch rows `index` of a transformers cache, in place when it is a Cache object."""
     if hasattr(cache, "batch_select_indices"):
@@ -201,31 +135,31 @@ class HFPolicy:
 
     def __init__(self, config: HFConfig, *, seed: int = 0) -> None:
         self.config = config
-        self.device = _device(config.device)
-        tf = _transformers()
-        directory, gguf = _locate(config.path, config.gguf_file)
+        self.device = device_of(config.device)
+        tf = import_transformers()
+        directory, gguf = locate(config.path, config.gguf_file)
         adapter = (directory / "adapter_config.json").is_file() and not gguf
         base_dir, base_gguf = directory, gguf
         if adapter:  # a LoRA checkpoint: the base model lives elsewhere
             base_dir, base_gguf = self._adapter_base(directory)
         tok_dir = directory if adapter and (directory / "tokenizer_config.json").is_file() else base_dir
-        self.tokenizer = _load_tokenizer(tok_dir, base_gguf if tok_dir == base_dir else "", config.trust_remote_code)
-        model = _load_model(tf.AutoModelForCausalLM, base_dir, base_gguf, config.dtype, config.trust_remote_code)
+        self.tokenizer = load_tokenizer(tok_dir, base_gguf if tok_dir == base_dir else "", config.trust_remote_code)
+        model = load_model(tf.AutoModelForCausalLM, base_dir, base_gguf, config.dtype, config.trust_remote_code)
         self.base_path, self.base_gguf_file = str(base_dir.resolve()), base_gguf
         self.lora = adapter or config.lora_r > 0
         if adapter:
             try:
-                model = _peft().PeftModel.from_pretrained(model, str(directory), is_trainable=True)
+                model = import_peft().PeftModel.from_pretrained(model, str(directory), is_trainable=True)
             except (OSError, ValueError, KeyError, RuntimeError) as e:
-                raise PolicyLoadError(f"{directory}: cannot load its LoRA adapter ({_first_line(e)})") from None
+                raise PolicyLoadError(f"{directory}: cannot load its LoRA adapter ({first_line(e)})") from None
         elif config.lora_r > 0:
-            peft = _peft()
+            peft = import_peft()
             lora = peft.LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                                    target_modules=list(config.lora_targets), task_type="CAUSAL_LM")
             try:
                 model = peft.get_peft_model(model, lora)
             except ValueError as e:
-                raise ValueError(f"HFConfig.lora_targets {config.lora_targets!r}: {_first_line(e)}") from None
+                raise ValueError(f"HFConfig.lora_targets {config.lora_targets!r}: {first_line(e)}") from None
         self.model = model.to(self.device)
         self.model.eval()
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -259,16 +193,16 @@ class HFPolicy:
                 meta = json.loads(meta_file.read_text())
                 base, gguf = meta["base_path"], meta.get("base_gguf_file", "")
             except (ValueError, KeyError, TypeError) as e:
-                raise PolicyLoadError(f"{meta_file}: {_first_line(e)}") from None
+                raise PolicyLoadError(f"{meta_file}: {first_line(e)}") from None
         else:
             try:
                 base = json.loads((directory / "adapter_config.json").read_text())["base_model_name_or_path"]
             except (ValueError, KeyError, TypeError) as e:
-                raise PolicyLoadError(f"{directory / 'adapter_config.json'}: no base model ({_first_line(e)})") from None
+                raise PolicyLoadError(f"{directory / 'adapter_config.json'}: no base model ({first_line(e)})") from None
             gguf = ""
         if not base:
             raise PolicyLoadError(f"{directory}: the LoRA adapter does not say where its base model is")
-        return _locate(base, gguf)
+        return locate(base, gguf)
 
     # -- tokens ------------------------------------------------------------------------------------
 
@@ -324,7 +258,7 @@ class HFPolicy:
             raise PolicyLoadError(f"{path}: no {name} to load into this policy")
         state = load_file(str(path / name), device=str(self.device))
         if self.lora:
-            _peft().set_peft_model_state_dict(self.model, state)
+            import_peft().set_peft_model_state_dict(self.model, state)
             return
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         tied = {k for k in missing if k.endswith("lm_head.weight")}  # tied to the embeddings: not saved
@@ -435,7 +369,7 @@ class HFPolicy:
             try:
                 settings = dict(json.loads(meta_file.read_text())["config"])
             except (ValueError, KeyError, TypeError) as e:
-                raise PolicyLoadError(f"{meta_file}: {_first_line(e)}") from None
+                raise PolicyLoadError(f"{meta_file}: {first_line(e)}") from None
             known = {f.name for f in fields(HFConfig)}
             settings = {k: v for k, v in settings.items() if k in known}
         settings |= overrides
@@ -525,73 +459,3 @@ class HFPolicy:
             out.append(group)
         return out
 
-
-class HFRewardModel:
-    """An `OutcomeReward` from a local `AutoModelForSequenceClassification` directory.
-
-    The model reads the problem's prompt followed by the solution (or, with `chat_template`, the
-    two as a user / assistant exchange) and its score is the sigmoid of its single logit, or the
-    softmax probability of label 1 when it has two labels. Inputs longer than `max_length` keep
-    their last tokens. Sequences are left-padded, so the classifier reads each one's last token.
-    """
-
-    def __init__(self, path: str | Path, *, batch_size: int = 16, dtype: str = "float32", chat_template: bool = False,
-                 max_length: int = 0, device: str = "auto", trust_remote_code: bool = False) -> None:
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_length < 0:
-            raise ValueError(f"max_length must be >= 0 (0: the model's), got {max_length}")
-        tf = _transformers()
-        self.device = _device(device)
-        directory, gguf = _locate(str(path), "")
-        self.tokenizer = _load_tokenizer(directory, gguf, trust_remote_code)
-        self.model = _load_model(tf.AutoModelForSequenceClassification, directory, gguf, dtype, trust_remote_code)
-        self.model.to(self.device).eval()
-        labels = int(self.model.config.num_labels)
-        if labels not in (1, 2):
-            raise PolicyLoadError(f"{directory}: a reward model needs 1 or 2 labels, this one has {labels}")
-        self.labels, self.batch_size, self.chat_template = labels, batch_size, chat_template
-        text_cfg = self.model.config.get_text_config()
-        self.max_length = max_length or int(getattr(text_cfg, "max_position_embeddings", 0) or 0) or 2048
-        tok = self.tokenizer
-        self.pad_id = next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
-        self.calls = 0
-
-    def _ids(self, problem: Problem, text: str) -> list[int]:
-        tok = self.tokenizer
-        if self.chat_template:
-            chat = [{"role": "user", "content": problem.prompt}, {"role": "assistant", "content": text}]
-            ids = tok(tok.apply_chat_template(chat, tokenize=False), add_special_tokens=False)["input_ids"]
-        else:
-            ids = tok(problem.prompt + text, add_special_tokens=True)["input_ids"]
-        return list(ids)[-self.max_length :]
-
-    @torch.no_grad()
-    def score(self, problems: Sequence[Problem], texts: Sequence[str]) -> list[float]:
-        check_pairs(problems, texts)
-        self.calls += len(texts)
-        scores: list[float] = []
-        for i in range(0, len(texts), self.batch_size):
-            rows = [self._ids(p, t) for p, t in zip(problems[i : i + self.batch_size], texts[i : i + self.batch_size])]
-            T = max(len(r) for r in rows)
-            ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
-            attn = torch.zeros((len(rows), T), dtype=torch.long)
-            for b, r in enumerate(rows):
-                ids[b, T - len(r) :] = torch.tensor(r)
-                attn[b, T - len(r) :] = 1
-            ids, attn = ids.to(self.device), attn.to(self.device)
-            pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            # transformers pools at the rightmost token that is not the pad id; with left padding the
-            # last column is always a real token, so an id that never occurs makes it pick that one
-            cfg = self.model.config.get_text_config()
-            saved = cfg.pad_token_id
-            cfg.pad_token_id = -1
-            try:
-                logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos).logits.float()  # (b, labels)
-            finally:
-                cfg.pad_token_id = saved
-            p = torch.sigmoid(logits[:, 0]) if self.labels == 1 else torch.softmax(logits, -1)[:, 1]
-            scores.extend(p.tolist())
-        return scores

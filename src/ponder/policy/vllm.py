@@ -72,15 +72,11 @@ Deviations and caveats:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import inspect
-import math
 import os
 import tempfile
-import warnings
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -89,20 +85,25 @@ import torch
 from torch import Tensor
 
 from ponder.policy.base import batch_seed
-from ponder.policy.factory import hf_settings
-from ponder.policy.hf import HFConfig, HFPolicy, _first_line
+from ponder.policy.hf import HFConfig, HFPolicy
+from ponder.policy.hf_loading import first_line
+from ponder.policy.settings import hf_settings
 from ponder.policy.tiny import PolicyLoadError
-from ponder.types import Cost, Sample, Sampling
+from ponder.policy.vllm_convert import engine_logprobs_untempered, sampling_kwargs, to_samples
+from ponder.policy.vllm_weights import (
+    PUSH_KINDS,
+    _core,
+    export_model,
+    free_cuda,
+    merged_state_dict,
+    push_weights,
+    shutdown_engine,
+    weights_version,
+)
+from ponder.types import Sample, Sampling
 
 INSTALL_HINT = ("backend 'vllm' needs vLLM on a CUDA machine: pip install vllm (not installable on CPU-only "
                 "machines); use backend = 'hf' here")
-PUSH_KINDS = ("direct", "rpc", "rebuild")
-STEP_STOP = "\n"
-_RUNNER_PATHS = (  # where engines of different versions keep the model runner, when it lives in this process
-    ("llm_engine", "model_executor", "driver_worker", "worker", "model_runner"),
-    ("llm_engine", "model_executor", "driver_worker", "model_runner"),
-    ("llm_engine", "engine_core", "engine_core", "model_executor", "driver_worker", "worker", "model_runner"),
-)
 
 
 def _import_vllm():
@@ -111,7 +112,7 @@ def _import_vllm():
     try:
         import vllm
     except (ImportError, OSError, RuntimeError) as e:  # OSError / RuntimeError: a broken CUDA install
-        raise PolicyLoadError(f"{INSTALL_HINT} ({_first_line(e)})") from None
+        raise PolicyLoadError(f"{INSTALL_HINT} ({first_line(e)})") from None
     return vllm
 
 
@@ -122,259 +123,6 @@ def _require_cuda() -> None:
 
 
 # -- pure pieces: sampling settings, output conversion, costs (tested with fakes, no vLLM) ---------
-
-
-def sampling_kwargs(sampling: Sampling, *, n: int, max_tokens: int, seed: int | None, stop_ids: Sequence[int]
-                    ) -> dict[str, Any]:
-    """The keyword arguments of `vllm.SamplingParams` for one request of `n` samples."""
-    kw: dict[str, Any] = {"n": n, "temperature": sampling.temperature,
-                          "top_p": 1.0 if sampling.temperature == 0 else sampling.top_p,
-                          "max_tokens": max_tokens, "seed": seed, "logprobs": 0,  # 0: the sampled token's only
-                          "stop_token_ids": list(stop_ids)}
-    if sampling.stop_at_step:
-        kw |= {"stop": [STEP_STOP], "include_stop_str_in_output": True}
-    return kw
-
-
-def finish_of(completion) -> str:
-    """"eos", "step" or "length" for a vLLM CompletionOutput: a stop on a string (only the step
-    newline is asked for) is a step; a stop on a token (EOS: stop_reason None; a stop id: that id)
-    is an end."""
-    if completion.finish_reason == "stop":
-        return "step" if isinstance(completion.stop_reason, str) else "eos"
-    return "length"
-
-
-def completion_logprobs(completion) -> tuple[float, ...] | None:
-    """The sampled tokens' log-probs from a CompletionOutput (`logprobs[t]` maps token id to a
-    `Logprob` or a float), or None when any is missing or not a number."""
-    table, ids = completion.logprobs, completion.token_ids
-    if table is None or len(table) != len(ids):
-        return None
-    out = []
-    for tok, entry in zip(ids, table):
-        if not isinstance(entry, Mapping) or tok not in entry:
-            return None
-        value = entry[tok]
-        value = float(getattr(value, "logprob", value))
-        if math.isnan(value):
-            return None
-        out.append(value)
-    return tuple(out)
-
-
-def sample_flops(n_params: int, per_layer: float, *, generated: int, prompt_len: int, encoded: int) -> float:
-    """FLOPs of encoding the last `encoded` tokens of a `prompt_len`-token prompt (the others served
-    by a cache) and of generating `generated` tokens after it: 2 x parameters per token, plus
-    `per_layer` (4 x layers x width) per attended position."""
-    cached = prompt_len - encoded
-    prefill = 2.0 * n_params * encoded + per_layer * (encoded * cached + encoded * (encoded + 1) / 2)
-    decode = 2.0 * n_params * generated + per_layer * (generated * prompt_len + generated * (generated - 1) / 2)
-    return prefill + decode
-
-
-def to_samples(completions: Sequence, *, copies: int, prompt_len: int, cached: int, stop_ids: Collection[int],
-               eos_id: int, decode: Callable[[list[int]], str], n_params: int, per_layer: float,
-               policy_calls: int = 0, logprobs_ok: bool = True) -> list[Sample]:
-    """The `copies` Samples of one distinct prompt from its vLLM CompletionOutputs: one per copy, or a
-    single greedy one copied (the copies cost nothing). The first sample carries the prompt's
-    encoding and `policy_calls`. A sample whose log-probs are not usable (`logprobs_ok` False, or
-    vLLM's incomplete) gets `logprobs=()`, for the caller to fill in."""
-    if len(completions) not in (1, copies):
-        raise ValueError(f"expected {copies} completions (or 1 greedy one), got {len(completions)}")
-    encoded = prompt_len - min(max(cached, 0), prompt_len - 1)  # at least the last prompt token is run
-    stop = set(stop_ids)
-    out: list[Sample] = []
-    for j, c in enumerate(completions):
-        ids = [int(t) for t in c.token_ids]
-        finish = finish_of(c)
-        lps = completion_logprobs(c) if logprobs_ok else None
-        if finish == "eos" and (not ids or ids[-1] not in stop):  # an engine that drops the end token
-            ids, lps = [*ids, eos_id], None
-        first = j == 0
-        enc = encoded if first else 0
-        cost = Cost(tokens_generated=len(ids), tokens_encoded=enc, policy_calls=policy_calls if first else 0,
-                    flops=sample_flops(n_params, per_layer, generated=len(ids), prompt_len=prompt_len, encoded=enc))
-        out.append(Sample(text=decode([x for x in ids if x not in stop]), token_ids=tuple(ids),
-                          logprobs=lps if lps is not None else (), finish=finish, cost=cost))
-    if len(out) < copies:  # greedy: the same sample, drawn once
-        out += [replace(out[0], cost=Cost()) for _ in range(copies - 1)]
-    return out
-
-
-def engine_logprobs_untempered(*, raw: bool, temperature: float, top_p: float) -> bool:
-    """Whether the engine's sampled-token log-probs are the untempered policy's: always with raw
-    log-probs (V1, `logprobs_mode="raw_logprobs"`); on V0, only where temperature and top-p change
-    nothing."""
-    return raw or (temperature in (0.0, 1.0) and top_p == 1.0)
-
-
-# -- weights: merged state dict, export, push ----------------------------------------------------
-
-
-def _is_peft(model) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
-
-
-@torch.no_grad()
-def merged_state_dict(model) -> dict[str, Tensor]:
-    """The weights to serve, under the base model's own names: the model's state dict, or for a peft
-    LoRA model the base weights with each LoRA layer's delta added out of place (the model is left
-    as it is; only the adapted weights are copied)."""
-    if not _is_peft(model):
-        return dict(model.state_dict())
-    base = model.get_base_model()
-    deltas: dict[str, Tensor] = {}
-    for name, module in base.named_modules():
-        if not (hasattr(module, "base_layer") and hasattr(module, "get_delta_weight")) or getattr(module, "merged", False):
-            continue
-        tables = [getattr(module, "lora_A", {}), getattr(module, "lora_embedding_A", {})]
-        active = [a for a in getattr(module, "active_adapters", []) if any(a in t for t in tables)]
-        if active:
-            deltas[f"{name}.base_layer.weight"] = sum(module.get_delta_weight(a) for a in active)
-    out: dict[str, Tensor] = {}
-    for key, value in base.state_dict().items():
-        if ".lora_" in key:
-            continue
-        if key in deltas:
-            value = value + deltas[key].to(value.dtype)
-        out[key.replace(".base_layer.", ".")] = value
-    return out
-
-
-def _core(model):
-    return model.get_base_model() if _is_peft(model) else model
-
-
-def export_model(hf: HFPolicy, directory: str | Path) -> Path:
-    """Write the HF copy, LoRA merged, as a plain Hugging Face directory that vLLM can load: config,
-    generation config, tokenizer and one model.safetensors (an output head tied to the embeddings
-    is left out, as `save_pretrained` does)."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    core = _core(hf.model)
-    core.config.save_pretrained(str(directory))
-    gen = getattr(core, "generation_config", None)
-    if gen is not None:
-        try:
-            gen.save_pretrained(str(directory))
-        except (ValueError, OSError):  # an invalid generation config is not worth failing over
-            pass
-    hf.tokenizer.save_pretrained(str(directory))
-    tied = bool(getattr(core.config, "tie_word_embeddings", False)
-                or getattr(core.config.get_text_config(), "tie_word_embeddings", False))
-    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in merged_state_dict(hf.model).items()
-             if not (tied and k.endswith("lm_head.weight"))}
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    return directory
-
-
-def _attr_path(obj, names: Sequence[str]):
-    for name in names:
-        obj = getattr(obj, name, None)
-        if obj is None:
-            return None
-    return obj
-
-
-def _runner_model(runner):
-    getter = getattr(runner, "get_model", None)  # unwraps CUDA-graph wrappers where there are any
-    model = getter() if callable(getter) else getattr(runner, "model", None)
-    return model if callable(getattr(model, "load_weights", None)) else None
-
-
-def engine_model(llm):
-    """The engine's model object when this process can reach it (an in-process engine), else None."""
-    for names in _RUNNER_PATHS:
-        runner = _attr_path(llm, names)
-        model = _runner_model(runner) if runner is not None else None
-        if model is not None:
-            return model
-    return None
-
-
-def push_kinds(llm) -> tuple[str, ...]:
-    """The weight-push mechanisms that `llm` offers, best first; "rebuild" always works."""
-    kinds = []
-    if engine_model(llm) is not None:
-        kinds.append("direct")
-    if callable(getattr(llm, "collective_rpc", None)):
-        kinds.append("rpc")
-    return (*kinds, "rebuild")
-
-
-def _load_on_worker(worker, state: dict[str, Tensor]):
-    """Run by `collective_rpc` in each worker: load `state` into its model."""
-    runner = getattr(worker, "model_runner", None) or getattr(getattr(worker, "worker", None), "model_runner", None)
-    model = _runner_model(runner)
-    if model is None:
-        raise RuntimeError("no model_runner.model with load_weights in this vLLM worker")
-    device = next(iter(model.parameters())).device
-    model.load_weights(((k, v.to(device)) for k, v in state.items()))
-
-
-def push_weights(llm, state: dict[str, Tensor], *, rebuild: Callable[[], object],
-                 allowed: Iterable[str] = PUSH_KINDS) -> tuple[object, str]:
-    """Load `state` into the engine by the first allowed mechanism that works: (engine, the one used).
-    "rebuild" returns a new engine; the in-place ones reset the engine's prefix cache."""
-    allowed = set(allowed)
-    failures = []
-    for kind in push_kinds(llm):
-        if kind not in allowed:
-            continue
-        if kind == "rebuild":
-            if failures or allowed != {"rebuild"}:  # the first time it comes to this
-                why = "; ".join(failures) or "this engine offers no way"
-                warnings.warn(f"vLLM: no in-place weight update ({why}); rebuilding the engine from a saved copy "
-                              "of the weights after each update (slow)", stacklevel=3)
-            del llm  # this frame's reference: the rebuild shuts the old engine down and frees its memory
-            return rebuild(), kind
-        try:
-            if kind == "direct":
-                engine_model(llm).load_weights(iter(state.items()))
-            else:
-                llm.collective_rpc(_load_on_worker, args=({k: v.detach().cpu() for k, v in state.items()},))
-        except Exception as e:  # noqa: BLE001 -- any failure of a version-dependent internal: try the next mechanism
-            failures.append(f"{kind}: {type(e).__name__}: {_first_line(e)}")
-            continue
-        reset = getattr(llm, "reset_prefix_cache", None)
-        if callable(reset):
-            reset()
-        return llm, kind
-    raise RuntimeError(f"vLLM: no way left to update the engine's weights ({'; '.join(failures) or 'none allowed'})")
-
-
-def weights_version(model) -> int:
-    """Sum of the parameters' in-place version counters: it grows whenever an optimizer step,
-    `load_state_dict` or any in-place write touches a parameter."""
-    return sum(p._version for p in model.parameters())
-
-
-def shutdown_engine(llm) -> None:
-    """Best-effort shutdown of an engine, so that another can start in this process; its GPU memory is
-    released once the caller drops its last reference to it (then `free_cuda`)."""
-    core = _attr_path(llm, ("llm_engine", "engine_core"))
-    for obj in (core, getattr(llm, "llm_engine", None)):
-        stop = getattr(obj, "shutdown", None)
-        if callable(stop):
-            with contextlib.suppress(Exception):  # already down
-                stop()
-    with contextlib.suppress(Exception):  # names moved between versions: nothing more to release
-        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
-
-        destroy_model_parallel()  # else a new engine in this process finds the old parallel groups
-        destroy_distributed_environment()
-
-
-def free_cuda() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-# -- the policy ------------------------------------------------------------------------------------
 
 
 def _engine_accepts(vllm, name: str) -> bool:
@@ -396,7 +144,7 @@ def _start_engine(vllm, source: str, pc, max_len: int, seed: int):
     try:
         llm = vllm.LLM(**kwargs)
     except (ValueError, RuntimeError, OSError, TypeError, KeyError, NotImplementedError) as e:
-        raise PolicyLoadError(f"{source}: vLLM cannot serve this model ({_first_line(e)})") from None
+        raise PolicyLoadError(f"{source}: vLLM cannot serve this model ({first_line(e)})") from None
     v1 = hasattr(getattr(llm, "llm_engine", None), "engine_core")  # V1's sampler reports raw log-probs
     return llm, mode or v1
 
