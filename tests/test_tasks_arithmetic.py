@@ -97,3 +97,74 @@ def test_step_labels_accept_either_column_order_per_step():
     assert task.step_labels(p, wrong_carry) == [1.0, 0.0, 0.0, 0.0]
     misread = ["4+1+0=5 c0", "6+5+0=11 c1", "2+1+1=4 c0", "A: 415"]
     assert task.step_labels(p, misread) == [1.0, 0.0, 0.0, 0.0]
+
+
+# -- a teacher with a misconception --------------------------------------------------------------------
+
+
+def _forgotten(task: Arithmetic, p: Problem) -> tuple[int, int]:
+    """(columns where the teacher had the chance to forget a carry, columns where it did), read off its
+    demonstration: a column whose two digits sum to 9 or more, after a column that carried."""
+    chances = forgot = 0
+    carry_in = 0
+    for step in task.demonstration(p).splitlines()[:-1]:
+        lhs, rhs = step.split("=")
+        x, y, c = (int(v) for v in lhs.split("+"))
+        if carry_in and x + y >= 9:
+            chances += 1
+            forgot += c == 0
+        else:
+            assert c == carry_in  # outside its class of steps the teacher never errs
+        assert int(rhs.split(" c")[0]) == x + y + c  # every written step is computed consistently
+        carry_in = int(rhs.split(" c")[1])
+    return chances, forgot
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.7])
+def test_the_misconception_appears_at_its_rate_on_exactly_its_class_of_steps(rate):
+    task = Arithmetic(misconception=rate, styles=("column", "column_ba"))
+    chances = forgot = 0
+    for p in task.problems("train", 3000, seed=1):
+        c, f = _forgotten(task, p)
+        chances, forgot = chances + c, forgot + f
+        demo = task.demonstration(p)
+        assert (task.verify(p, demo) == 1.0) == (f == 0)  # a forgotten carry always makes the answer wrong
+        assert demo == task.demonstration(p)  # fixed per problem
+    assert chances > 800
+    sd = (rate * (1 - rate) / chances) ** 0.5
+    assert abs(forgot / chances - rate) < 4 * sd, (forgot, chances)
+
+
+def test_without_a_misconception_demonstrations_are_the_true_traces():
+    for styles in (("column",), ("column", "column_ba")):
+        task = Arithmetic(styles=styles)
+        for p in task.problems("train", 300, seed=0):
+            assert task.demonstration(p) == "\n".join(task.trace(p)) + "\n"
+
+
+def test_gold_step_labels_still_judge_the_true_steps():
+    task = Arithmetic(misconception=1.0)
+    p = Problem(id="367+786", prompt="Q: 367+786\n", answer="1153", meta={"a": 367, "b": 786, "op": "+"})
+    demo = task.demonstration(p).splitlines()
+    assert demo == ["7+6+0=13 c1", "6+8+0=14 c1", "3+7+0=10 c1", "A: 1043"]
+    assert task.step_labels(p, demo) == [1.0, 0.0, 0.0, 0.0]  # the first forgotten carry is the first error
+    assert task.step_labels(p, task.trace(p)) == [1.0, 1.0, 1.0, 1.0]
+    assert task.verify(p, task.demonstration(p)) == 0.0
+
+
+def test_misconception_settings_are_checked():
+    for bad in (-0.1, 1.5, True, "high"):
+        with pytest.raises(TaskError, match="misconception must be a probability in"):
+            ArithmeticConfig(misconception=bad)
+    for kwargs in ({"op": "-"}, {"op": "*"}, {"styles": ("column", "place")}):
+        with pytest.raises(TaskError, match="misconception .* needs op '\\+' and column styles only"):
+            ArithmeticConfig(misconception=0.5, **kwargs)
+
+
+def test_a_bad_misconception_in_a_recipe_is_one_line_naming_it():
+    from ponder.config import ConfigError, load_recipe
+
+    with pytest.raises(ConfigError) as e:
+        load_recipe(None, ["task.misconception=2"])
+    assert "\n" not in str(e.value) and "[task]" in str(e.value) and "misconception must be a probability" in str(e.value)
+    assert load_recipe(None, ["task.misconception=0.7"]).make_task().config.misconception == 0.7

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from ponder.config import ConfigError, RunConfig
-from ponder.eval import evaluate
+from ponder.convergence import CONVERGENCE_AT, convergence, convergence_line
+from ponder.eval import evaluate, greedy_accuracy
 from ponder.learn.rounds import learn_half, online_round, search_half
 from ponder.learn.sft import Checkpointing, train_sft
 from ponder.policy.factory import load_policy, make_policy
@@ -28,6 +29,16 @@ from ponder.search.scaling import compute_optimal, estimate_difficulty, sweep
 from ponder.tasks.base import Task, stable_seed
 
 SAMPLES_SAVED = 50  # problems per evaluation whose completions go to samples/<phase>.jsonl
+def _convergence_probe(run: Run, cfg: RunConfig, policy, task, problems) -> tuple[int, dict]:
+    """The step at which init measures greedy accuracy part-way, and the probe that does it (its
+    result is kept in the run directory, so a run resumed after it still reports it)."""
+    at = max(1, round(CONVERGENCE_AT * cfg.init.sft.steps))
+
+    def probe() -> None:
+        acc, _, _ = greedy_accuracy(policy, task, problems, max_new_tokens=cfg.eval.max_new_tokens, progress=False)
+        run.save_phase_data("init_probe", {"step": at, "greedy_accuracy": acc})
+
+    return at, {at: probe}
 
 
 def phase_names(cfg: RunConfig) -> list[str]:
@@ -258,13 +269,15 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
                     demos.append((p.prompt, d))
             if not demos:
                 raise ValueError(f"task {task.name} has no demonstrations to initialize a policy from")
+            _, probes = _convergence_probe(run, cfg, policy, task, test_problems)
             stats = train_sft(policy, demos, cfg.init.sft, seed=stable_seed(cfg.seed, phase), log=run.log,
                               phase=phase, progress=progress,
-                              checkpointing=_checkpointing(run, policy, phase, cfg.checkpoint_every))
+                              checkpointing=_checkpointing(run, policy, phase, cfg.checkpoint_every), probes=probes)
             run.save_checkpoint(policy, phase)
             result = {"train_tokens": stats["tokens"], "final_loss": stats["final_loss"],
                       "params": policy.num_params(), "demos": len(demos),
-                      "skipped_data_lines": getattr(task, "skipped_lines", 0)}
+                      "skipped_data_lines": getattr(task, "skipped_lines", 0),
+                      "probe": {**(run.load_phase_data("init_probe") or {}), "steps": cfg.init.sft.steps}}
         elif phase == "reward":
             result = _reward_phase(run, cfg, policy, task, progress, echo)
         elif phase == "search":
@@ -275,6 +288,8 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
         elif phase.startswith("eval_"):
             result = _eval_phase(run, cfg, policy, task, test_problems, phase, progress)
             echo(f"[{phase}] greedy accuracy {result['greedy_accuracy']:.1%}")
+            if phase == "eval_init" and (conv := convergence({**run.state["results"], phase: result})):
+                echo(convergence_line(conv))
         else:
             result = _learn_phase(run, cfg, policy, task, phase, progress, verifier)
             run.save_checkpoint(policy, phase)

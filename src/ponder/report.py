@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from ponder.claims import accuracy_interval, claims, comparisons
+from ponder.convergence import convergence, convergence_line
 from ponder.runs import write_atomic, write_json
 
 
@@ -64,6 +65,7 @@ def build_summary(config: dict, results: dict, metrics: list[dict] | None = None
                            for r in scaling["rows"]]
     return {"name": config.get("name"), "seed": config.get("seed"), "task": config.get("task"),
             "model_params": init.get("params"), "skipped_data_lines": init.get("skipped_data_lines", 0),
+            "init_convergence": convergence(results),
             "phases": phases, "search": search, "reward_training": results.get("reward", {}).get("models", {}),
             "reward_models": reward_models, "search_scaling": scaling,
             "learner": config.get("learn", {}).get("learner"),
@@ -71,6 +73,15 @@ def build_summary(config: dict, results: dict, metrics: list[dict] | None = None
                          for k, v in rounds.items()],
             "comparisons": comparisons(results, seed=seed),
             "claims": claims(results, seed=seed, curves=rl_curves(metrics or []))}
+
+
+def convergence_html(conv: dict | None) -> str:
+    """The report's line on whether init had settled (empty when it was not measured)."""
+    if not conv:
+        return ""
+    text = html.escape(convergence_line(conv).removeprefix("[init] "))
+    style = "" if conv["settled"] else ' style="color:#b00;font-weight:bold"'
+    return f"<p{style}>Initialization: {text}.</p>"
 
 
 def _plot_training(metrics: list[dict], out: Path) -> bool:
@@ -286,6 +297,7 @@ def write_report(run_dir: str | Path) -> dict:
         f"<h1>ponder run: {html.escape(str(summary['name']))}</h1>",
         (f"<p>task <code>{html.escape(json.dumps(summary['task']))}</code>, seed {summary['seed']}, "
          f"model {summary['model_params'] or 0:,} parameters</p>"),
+        convergence_html(summary.get("init_convergence")),
         claims_section(summary["claims"]),
         "<h2>Greedy accuracy after each phase</h2>",
         "<p>Accuracies with their 95% bootstrap interval over the held-out problems.</p>",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -120,7 +120,8 @@ def _restore_loop_state(opt: torch.optim.Optimizer, gen: torch.Generator, tensor
 
 def train_sft(policy: Policy, examples: Sequence[tuple[str, str]], cfg: SFTConfig, *, seed: int,
               log: Callable[[dict], None] | None = None, phase: str = "sft", progress: bool = True,
-              checkpointing: Checkpointing | None = None) -> dict:
+              checkpointing: Checkpointing | None = None, probes: Mapping[int, Callable[[], None]] | None = None
+              ) -> dict:
     """Fine-tune `policy` in place on (prompt, completion) pairs; returns summary statistics.
 
     With `checkpointing`, the loop saves its state every `every` steps and when a stop is requested
@@ -134,18 +135,21 @@ def train_sft(policy: Policy, examples: Sequence[tuple[str, str]], cfg: SFTConfi
         return nll_loss(policy, [examples[i][0] for i in idx], [examples[i][1] for i in idx])
 
     return train_steps(policy, batch_loss, len(examples), cfg, seed=seed, log=log, phase=phase, term="nll",
-                       progress=progress, checkpointing=checkpointing)
+                       progress=progress, checkpointing=checkpointing, probes=probes)
 
 
 def train_steps(model, batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]], n_examples: int,
                 cfg: SFTConfig, *, seed: int, log: Callable[[dict], None] | None = None, phase: str = "sft",
-                term: str = "loss", progress: bool = True, checkpointing: Checkpointing | None = None) -> dict:
+                term: str = "loss", progress: bool = True, checkpointing: Checkpointing | None = None,
+                probes: Mapping[int, Callable[[], None]] | None = None) -> dict:
     """The optimisation loop every supervised learner shares (SFT, reward models).
 
     Each step draws `cfg.batch_size` example indices with a seeded generator and minimises
     `batch_loss(indices) -> (loss, tokens)` with AdamW, the warm-up + cosine schedule, gradient
     clipping and a guard that names `phase`, step and `term` on a non-finite loss or gradient.
-    `model` needs `parameters()` and `train(mode)`.
+    `model` needs `parameters()` and `train(mode)`. `probes[k]()` runs after the k-th step, with the
+    model in eval mode (a measurement part-way, such as init's convergence check); it must not touch
+    the training state. A run resumed past step k does not call it again.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
@@ -180,6 +184,10 @@ def train_steps(model, batch_loss: Callable[[list[int]], tuple[torch.Tensor, int
             recent = losses[-cfg.log_every :]
             log({"phase": phase, "step": step + 1, "loss": sum(recent) / len(recent), "lr": lr_at(step, cfg),
                  "tokens": total_tokens, "tokens_per_s": total_tokens / max(elapsed, 1e-9)})
+        if probes and step + 1 in probes:
+            model.train(False)
+            probes[step + 1]()
+            model.train(True)
         if checkpointing is not None and step + 1 < cfg.steps:
             stop = checkpointing.should_stop()
             if stop or (checkpointing.every and (step + 1) % checkpointing.every == 0):

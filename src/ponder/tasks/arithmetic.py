@@ -29,6 +29,18 @@ steps, 79% after 610); `column`+`place` was under 1% after 450 steps.
 
 Each strategy has one canonical trace per problem, so the task knows the gold label of every step:
 a step is right while it matches the trace of the strategy the solution follows.
+
+A teacher with a misconception (`misconception`, addition's column styles only). A policy trained on
+correct traces is imperfect only where its training stops; a pretrained model's errors are
+systematic instead. `misconception = p` makes the demonstrations err that way, on a defined class
+of steps: in a column that has a carry coming in and whose two digits sum to 9 or more, the teacher
+forgets the carry with probability p (drawn per problem and column by a stable hash, so a problem's
+demonstration is fixed), writes `4+5+0=9 c0` for `4+5+1=10 c1`, and continues consistently from the
+wrong step, so its answer is wrong. Trained to convergence, greedy decoding inherits the
+misconception (with p > 1/2 the wrong step is the likelier one) on exactly the problems that hold
+such a column, about 38% of 3-digit ones; sampling still takes the right step some of the time.
+`trace` (and so the gold step labels) stays the true computation: the misconception is in the data,
+not in the task's judgement.
 """
 
 from __future__ import annotations
@@ -55,6 +67,9 @@ class ArithmeticConfig:
     styles: tuple[str, ...] = ("column",)
     """Reasoning strategies the demonstrations use: 'column' (digit by digit with carries) and/or
     'place' (split by place value, then add the parts)."""
+    misconception: float = 0.0
+    """Chance that a demonstration forgets the incoming carry in a column whose digits sum to 9 or more
+    (addition, column styles): a teacher with a systematic error (see the module docstring). 0: none."""
 
     def __post_init__(self) -> None:
         if not self.styles or any(s not in STYLES for s in self.styles) or len(set(self.styles)) != len(self.styles):
@@ -66,6 +81,11 @@ class ArithmeticConfig:
             raise TaskError(f"task arithmetic: digits must be in 1..12, got {self.digits}")
         if self.op not in OPS:
             raise TaskError(f"task arithmetic: op must be one of {', '.join(OPS)}, got {self.op!r}")
+        m = self.misconception
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0:
+            raise TaskError(f"task arithmetic: misconception must be a probability in [0, 1], got {m!r}")
+        if m and (self.op != "+" or "place" in self.styles):
+            raise TaskError("task arithmetic: misconception (a forgotten carry) needs op '+' and column styles only")
 
 
 class Arithmetic(BaseTask):
@@ -91,8 +111,16 @@ class Arithmetic(BaseTask):
         styles = self.config.styles
         return styles[stable_seed("style", problem.id) % len(styles)]
 
-    def trace(self, problem: Problem, style: str | None = None) -> list[str]:
-        """The canonical chain of thought of a strategy, one string per step (the last is the answer)."""
+    def forgets(self, problem: Problem, column: int) -> bool:
+        """Whether the teacher forgets the carry into `column` (0: the ones) when it has the chance:
+        a stable draw per problem and column, true with probability `misconception`."""
+        p = self.config.misconception
+        return p > 0 and (stable_seed("misconception", problem.id, column) % 1_000_000) < p * 1_000_000
+
+    def trace(self, problem: Problem, style: str | None = None, *, teacher: bool = False) -> list[str]:
+        """The canonical chain of thought of a strategy, one string per step (the last is the answer).
+        With `teacher`, the demonstration's version: the misconception's forgotten carries included,
+        the rest computed consistently from them, the answer the one those steps reach."""
         style = style or self.style_of(problem)
         if style == "place":
             return self._place_trace(problem)
@@ -108,19 +136,23 @@ class Arithmetic(BaseTask):
                 steps.append(f"{x}*{b}+{v - x * b}={v} c{carry}")
         else:
             db = [int(c) for c in str(b).zfill(d)][::-1]
-            carry = 0
-            for x, y in zip(da, db):
+            carry, total = 0, 0  # total: the sum the written steps add up to (the teacher's answer)
+            for i, (x, y) in enumerate(zip(da, db)):
                 if op == "+":
+                    if teacher and carry and x + y >= 9 and self.forgets(problem, i):
+                        carry = 0  # the misconception: the incoming carry is forgotten
                     v = x + y + carry
                     first, second = (y, x) if style == "column_ba" else (x, y)
                     steps.append(f"{first}+{second}+{carry}={v} c{v // 10}")
+                    total += (v % 10) * 10**i
                     carry = v // 10
                 else:
                     borrow = 1 if x - y - carry < 0 else 0
                     top = x + 10 * borrow
                     steps.append(f"{top}-{y}-{carry}={top - y - carry} b{borrow}")
                     carry = borrow
-        steps.append(f"{ANSWER_PREFIX}{problem.answer}")
+        answer = total + carry * 10**d if op == "+" and teacher else problem.answer
+        steps.append(f"{ANSWER_PREFIX}{answer}")
         return steps
 
     def _place_trace(self, problem: Problem) -> list[str]:
@@ -144,7 +176,7 @@ class Arithmetic(BaseTask):
         return steps
 
     def demonstration(self, problem: Problem) -> str:
-        return "\n".join(self.trace(problem)) + "\n"
+        return "\n".join(self.trace(problem, teacher=True)) + "\n"
 
     def step_labels(self, problem: Problem, steps: Sequence[str]) -> list[float]:
         """Labels against whichever strategy the solution follows (the one its steps match longest).
