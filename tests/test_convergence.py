@@ -81,3 +81,14 @@ def test_a_run_reports_how_far_init_moved(tmp_path, capsys):
     assert conv["settled"] == (abs(conv["moved"]) <= 0.02)
     assert "[init] greedy" in capsys.readouterr().err
     assert "Initialization: greedy" in (tmp_path / "c" / "report.html").read_text()
+
+
+def test_the_seed_aggregate_keeps_how_far_each_seed_moved():
+    from ponder.replicate import aggregate
+
+    summaries = [{"seed": s, "phases": [], "init_convergence": convergence(_results(a, b))}
+                 for s, (a, b) in enumerate([(0.62, 0.79), (0.60, 0.61), (0.63, 0.64)])]
+    agg = aggregate(summaries)
+    moved = agg["figures"]["init/moved_last_20pct_steps"]
+    assert moved["values"] == pytest.approx([0.17, 0.01, 0.01])
+    assert agg["figures"]["init/greedy_at_80pct_steps"]["values"] == pytest.approx([0.62, 0.60, 0.63])

@@ -67,8 +67,11 @@ def read_manifest(root: str | Path) -> dict | None:
 def figures(summary: dict) -> dict[str, float]:
     """Every number of a summary worth aggregating, by a stable label: greedy and majority accuracy per
     evaluation, each selection method's accuracy, each sweep point's accuracy and tokens, reward-model
-    quality, and each claim's effect."""
+    quality, each claim's effect, and how far init's greedy accuracy moved over its last 20% of steps."""
     out: dict[str, float] = {}
+    if conv := summary.get("init_convergence"):
+        out["init/greedy_at_80pct_steps"] = conv["greedy_accuracy"][0]
+        out["init/moved_last_20pct_steps"] = conv["moved"]
     for p in summary.get("phases", []):
         out[f"greedy/{p['phase']}"] = p["greedy_accuracy"]
         if p.get("majority_accuracy") is not None:
