@@ -353,13 +353,10 @@ def resolve_recipe(name_or_path: str | None) -> Path:
 
 
 def _merge(base: dict, over: dict) -> dict:
-    """`over` laid on `base`: tables merge key by key, anything else replaces. A recipe that extends
-    another but names a different task gets its own `[task]` table whole (the other task's settings
-    would be unknown keys to it)."""
+    """`over` laid on `base`: tables merge key by key, anything else replaces."""
     out = dict(base)
     for k, v in over.items():
-        same_task = k != "task" or not isinstance(v, dict) or "name" not in v or v["name"] == (out.get(k) or {}).get("name")
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and same_task else v
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -384,7 +381,11 @@ def read_recipe_table(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: extends: {e}") from None
     if base_path.resolve() in seen:
         raise ConfigError(f"{path}: extends: {parent} extends itself (a cycle)")
-    return _merge(read_recipe_table(base_path, (*seen, path.resolve())), data)
+    base = read_recipe_table(base_path, (*seen, path.resolve()))
+    task = data.get("task")
+    if isinstance(task, dict) and "name" in task and task["name"] != (base.get("task") or {}).get("name"):
+        base.pop("task", None)  # another task: the parent's task settings would be unknown keys to it
+    return _merge(base, data)
 
 
 def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = None) -> RunConfig:

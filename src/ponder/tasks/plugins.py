@@ -18,6 +18,10 @@ Two ways in, both ending in `register` (the registry recipes name tasks from):
 
 Failures are `TaskError`s that name the plugin: a missing file or module, an import that raises, an
 entry point that cannot be loaded.
+
+With Ray workers (`ponder run --workers N`) the task travels to the workers by its module's name, so
+a task there must come from an installed package or a module the workers can import (on their
+PYTHONPATH); a `plugin` file is imported in the driving process only.
 """
 
 from __future__ import annotations
