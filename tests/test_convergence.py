@@ -92,3 +92,15 @@ def test_the_seed_aggregate_keeps_how_far_each_seed_moved():
     moved = agg["figures"]["init/moved_last_20pct_steps"]
     assert moved["values"] == pytest.approx([0.17, 0.01, 0.01])
     assert agg["figures"]["init/greedy_at_80pct_steps"]["values"] == pytest.approx([0.62, 0.60, 0.63])
+
+
+def test_markdown_tables_say_how_far_init_moved():
+    from ponder.markdown import multi_seed, single_run
+    from ponder.replicate import aggregate
+
+    summary = {"seed": 0, "phases": [], "search": {}, "claims": [], "init_convergence": convergence(_results(0.62, 0.79))}
+    assert "Initialization: greedy 62.0% after 80 SFT steps, 79.0% after 100 (+17.0 points): WARNING" in single_run(summary)
+    agg = aggregate([{**summary, "seed": s, "init_convergence": convergence(_results(*ab))}
+                     for s, ab in enumerate([(0.62, 0.79), (0.60, 0.61)])])
+    assert "moved +17.0, +1.0 points over the last 20% of its SFT steps (per seed); 1 of 2 seeds moved more than 2" \
+        in multi_seed(agg)

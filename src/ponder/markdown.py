@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ponder.convergence import CONVERGENCE_POINTS, convergence_line
 from ponder.replicate import read_manifest
 
 HEADLINE = ("oracle", "majority", "prm", "prm_vote", "orm", "orm_vote")
@@ -52,6 +53,8 @@ def single_run(summary: dict) -> str:
     problems = phases[0].get("problems") if phases else None
     out = [f"Accuracy in % on {problems} held-out problems, [95% bootstrap interval], seed {summary['seed']}:", "",
            _table(["policy", "greedy", *[f"{m}@{n}" for m in methods]], rows)]
+    if conv := summary.get("init_convergence"):
+        out += ["", convergence_line(conv).replace("[init] greedy", "Initialization: greedy") + "."]
     scaling = summary.get("search_scaling", {}).get("rows", [])
     if scaling:
         out += ["", (f"Test-time scaling ({summary['search_scaling']['problems']} problems; tokens are means per "
@@ -78,6 +81,11 @@ def multi_seed(agg: dict) -> str:
     seeds = agg["seeds"]
     out = [(f"Accuracy in %, mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}) with the range across "
            "seeds in brackets:"), "", _table(["policy", "greedy", *[f"{m}@{n}" for m in methods]], rows)]
+    if moved := figs.get("init/moved_last_20pct_steps"):
+        points = ", ".join(f"{100 * v:+.1f}" for v in moved["values"] if v is not None)
+        unsettled = sum(v is not None and abs(v) > CONVERGENCE_POINTS + 1e-12 for v in moved["values"])
+        out += ["", (f"Initialization: greedy accuracy moved {points} points over the last 20% of its SFT steps "
+                f"(per seed); {unsettled} of {len(seeds)} seeds moved more than {100 * CONVERGENCE_POINTS:.0f}.")]
     sweep = [k for k in figs if k.startswith("search/") and not k.endswith("/tokens_generated")]
     if sweep:
         out += ["", "Test-time scaling, mean over seeds (range):", "", _table(
