@@ -260,8 +260,6 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
                       "pretrained": cfg.policy.path, "skipped_data_lines": getattr(task, "skipped_lines", 0)}
         elif phase == "init":
             policy = place(make_policy(cfg, seed=stable_seed(cfg.seed, "model")))
-            echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter {'transformer' if cfg.policy.backend == 'tiny' else 'model'}"
-                 f", SFT on {cfg.init.demos} {task.name} demonstrations for {cfg.init.sft.steps} steps")
             demos = []
             for p in task.problems("train", cfg.init.demos, cfg.seed):
                 d = task.demonstration(p)
@@ -269,6 +267,9 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
                     demos.append((p.prompt, d))
             if not demos:
                 raise ValueError(f"task {task.name} has no demonstrations to initialize a policy from")
+            kind = "transformer" if cfg.policy.backend == "tiny" else "model"
+            echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter {kind}, SFT on {len(demos)} {task.name} "
+                 f"demonstrations for {cfg.init.sft.steps} steps")
             _, probes = _convergence_probe(run, cfg, policy, task, test_problems)
             stats = train_sft(policy, demos, cfg.init.sft, seed=stable_seed(cfg.seed, phase), log=run.log,
                               phase=phase, progress=progress,
