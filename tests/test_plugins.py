@@ -12,6 +12,7 @@ import pytest
 
 from ponder.cli import main
 from ponder.config import ConfigError, load_recipe
+from ponder.preflight import check_context
 from ponder.tasks import TASKS, plugins, register
 from ponder.tasks.base import TaskError
 from ponder.tasks.plugins import load_entry_points
@@ -81,6 +82,11 @@ def test_the_readme_example_runs_end_to_end_from_its_file(tmp_path, monkeypatch,
     assert 'plugin = "doubling.py"' in toml and "extends" in toml
     monkeypatch.chdir(tmp_path)  # the plugin path is relative to the current directory, as in the README
     (tmp_path / "doubling.py").write_text(python)
+    (tmp_path / "as_written.toml").write_text(toml)
+    cfg = load_recipe("as_written.toml")  # the README's recipe as it stands passes the pre-flight check
+    check_context(cfg, cfg.make_task(), source="as_written.toml")
+    TASKS.pop("doubling")
+    sys.modules.pop("ponder_plugin_doubling")
     (tmp_path / "my_recipe.toml").write_text(toml + SMALL)
     assert "doubling" not in TASKS
     assert main(["run", "--quiet", "my_recipe.toml", "--runs-dir", "runs", "--name", "doubling"]) == 0

@@ -97,3 +97,10 @@ def test_other_backends_are_left_to_their_own_checks():
     cfg = load_recipe("smollm2")
     assert cfg.policy.backend == "hf"
     check_context(cfg, None, source="smollm2")  # never touches the task: nothing to measure without the model
+
+
+def test_a_problem_space_too_small_for_a_phase_is_refused_naming_its_count():
+    msg = _refusal(["task.digits=1", "init.demos=200"])  # 1-digit addition has 100 problems, about 90 in train
+    assert msg.startswith("r.toml: init.demos = 200: task arithmetic: could only make")
+    msg = _refusal(["task.digits=1", "init.demos=20", "eval.problems=50"])  # about 10 in test
+    assert msg.startswith("r.toml: eval.problems = 50: task arithmetic: could only make")

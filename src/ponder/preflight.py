@@ -9,8 +9,10 @@ budget does not fit `model.max_seq_len` wastes the user's time and leaves a half
   `max_new_tokens`, for the problems the phase draws (its split and count);
 
 and raises one `ConfigError` naming the key to change and the length needed. Characters the built-in
-tokenizer cannot encode are reported the same way. Each use is measured on at most `sample` problems
-of the seed's draw (the lengths of a procedural task's problems do not depend on the seed).
+tokenizer cannot encode are reported the same way, and so is a problem space too small for the count
+a phase asks for (`init.demos = 20000` of a task with 1,000 distinct problems). Each phase's problems
+are drawn in full and measured on at most `sample` of them (the lengths of a procedural task's
+problems do not depend on the seed).
 
 Only the built-in backend is checked here: a pretrained model's context (thousands of tokens) and
 tokenizer are only known once it is loaded, and its backend raises on a prompt that does not fit.
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from ponder.config import ConfigError, RunConfig
 from ponder.learn.rounds import learner_settings
 from ponder.policy.tokenizer import CharTokenizer
-from ponder.tasks.base import Task
+from ponder.tasks.base import Task, TaskError
 
 SAMPLE = 2000
 """Most problems measured per use."""
@@ -35,6 +37,7 @@ class Use:
 
     what: str  # "eval prompts", ...
     key: str  # the max_new_tokens setting, e.g. "eval.max_new_tokens"
+    count_key: str  # the setting of how many problems it draws, e.g. "eval.problems"
     split: str
     problems: int
     max_new_tokens: int
@@ -42,18 +45,28 @@ class Use:
 
 def uses(cfg: RunConfig) -> list[Use]:
     """What the recipe's phases generate after which problems, in the order the run meets them."""
-    out = [Use("eval prompts", "eval.max_new_tokens", "test", cfg.eval.problems, cfg.eval.max_new_tokens)]
+    out = [Use("eval prompts", "eval.max_new_tokens", "eval.problems", "test", cfg.eval.problems,
+               cfg.eval.max_new_tokens)]
     if cfg.reward.models:
-        out.append(Use("reward-data prompts", "reward.max_new_tokens", "train", cfg.reward.problems,
+        out.append(Use("reward-data prompts", "reward.max_new_tokens", "reward.problems", "train", cfg.reward.problems,
                        cfg.reward.max_new_tokens))
     if cfg.search.methods:
-        out.append(Use("search prompts", "search.max_new_tokens", "test", cfg.search.problems,
+        out.append(Use("search prompts", "search.max_new_tokens", "search.problems", "test", cfg.search.problems,
                        cfg.search.max_new_tokens))
     if cfg.learn.rounds:
         table = learner_settings(cfg.learn.learner)
-        out.append(Use(f"{cfg.learn.learner} prompts", f"learn.{table}.max_new_tokens", "train", cfg.learn.problems,
-                       getattr(cfg.learn, table).max_new_tokens))
+        out.append(Use(f"{cfg.learn.learner} prompts", f"learn.{table}.max_new_tokens", "learn.problems", "train",
+                       cfg.learn.problems, getattr(cfg.learn, table).max_new_tokens))
     return out
+
+
+def _draw(task: Task, split: str, n: int, seed: int, key: str, source: str) -> list:
+    """The problems a phase will draw, all of them (a task whose problem space is too small for `n`
+    says so now, naming the setting), of which the caller measures the first few."""
+    try:
+        return task.problems(split, n, seed)
+    except TaskError as e:
+        raise ConfigError(f"{source}: {key} = {n}: {e}") from None
 
 
 def _encoded_len(tok: CharTokenizer, text: str, what: str, source: str) -> int:
@@ -71,7 +84,7 @@ def check_context(cfg: RunConfig, task: Task, *, source: str, sample: int = SAMP
     tok, limit = CharTokenizer(), cfg.model.max_seq_len
     if not cfg.init.checkpoint:
         longest, count = 0, 0
-        for p in task.problems("train", min(cfg.init.demos, sample), cfg.seed):
+        for p in _draw(task, "train", cfg.init.demos, cfg.seed, "init.demos", source)[:sample]:
             demo = task.demonstration(p)
             if demo is None:
                 continue
@@ -82,7 +95,7 @@ def check_context(cfg: RunConfig, task: Task, *, source: str, sample: int = SAMP
                               f"the longest takes {longest} tokens (BOS + prompt + trace + EOS); set "
                               f"model.max_seq_len >= {longest}")
     for use in uses(cfg):
-        prompts = [p.prompt for p in task.problems(use.split, min(use.problems, sample), cfg.seed)]
+        prompts = [p.prompt for p in _draw(task, use.split, use.problems, cfg.seed, use.count_key, source)[:sample]]
         if not prompts:
             continue
         longest = max(_encoded_len(tok, s, f"a {use.what[:-1]}", source) for s in prompts)
