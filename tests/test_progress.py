@@ -74,3 +74,15 @@ def test_a_manual_bar_with_initial_and_total_resumes_its_count(monkeypatch):
     for _ in b:
         pass
     assert out.getvalue().splitlines()[-1].startswith("sft: 100%") and "10/10" in out.getvalue()
+
+
+def test_a_log_does_not_repeat_a_final_count_it_already_wrote(monkeypatch):
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    out = io.StringIO()
+    b = bar(total=3, desc="sweep", stream=out)
+    for _ in range(3):
+        b.update(1)
+    b.close()
+    lines = out.getvalue().splitlines()
+    assert sum("3/3" in line for line in lines) == 1, lines
+    assert lines[-1].startswith("sweep: 100%")

@@ -56,6 +56,12 @@ class _LogBar(tqdm):
     def set_postfix_str(self, s="", refresh=True):
         super().set_postfix_str(s, refresh=False)
 
+    def close(self):
+        # the final count is already the last line: tqdm's closing redraw would repeat it with the overall rate
+        if not self.disable and getattr(self, "last_print_n", None) == self.n:
+            self.leave = False
+        super().close()
+
 
 def _is_terminal(stream: IO[str]) -> bool:
     try:
