@@ -23,7 +23,7 @@ from ponder.learn.sft import SFTConfig
 from ponder.policy.transformer import ModelConfig
 from ponder.reward.pipeline import RewardConfig
 from ponder.search.scaling import SearchConfig
-from ponder.tasks import TASKS, task_class
+from ponder.tasks import TASKS, make_task, task_class
 from ponder.tasks.base import TaskError
 from ponder.tasks.plugins import import_plugin
 
@@ -199,8 +199,6 @@ class RunConfig:
 
     def make_task(self):
         """The recipe's task, built from its config, with its `verified_at` threshold."""
-        from ponder.tasks import make_task
-
         return make_task(self.task["name"], self.task_config(), verified_at=self.task.get("verified_at"))
 
 

@@ -29,16 +29,16 @@ from ponder.search.scaling import compute_optimal, estimate_difficulty, sweep
 from ponder.tasks.base import Task, stable_seed
 
 SAMPLES_SAVED = 50  # problems per evaluation whose completions go to samples/<phase>.jsonl
-def _convergence_probe(run: Run, cfg: RunConfig, policy, task, problems) -> tuple[int, dict]:
-    """The step at which init measures greedy accuracy part-way, and the probe that does it (its
-    result is kept in the run directory, so a run resumed after it still reports it)."""
+def _convergence_probe(run: Run, cfg: RunConfig, policy, task, problems) -> dict:
+    """`train_sft`'s probes for init: greedy accuracy part-way through its steps (the result is kept
+    in the run directory, so a run resumed after it still reports it)."""
     at = max(1, round(CONVERGENCE_AT * cfg.init.sft.steps))
 
     def probe() -> None:
         acc, _, _ = greedy_accuracy(policy, task, problems, max_new_tokens=cfg.eval.max_new_tokens, progress=False)
         run.save_phase_data("init_probe", {"step": at, "greedy_accuracy": acc})
 
-    return at, {at: probe}
+    return {at: probe}
 
 
 def phase_names(cfg: RunConfig) -> list[str]:
@@ -270,7 +270,7 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
             kind = "transformer" if cfg.policy.backend == "tiny" else "model"
             echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter {kind}, SFT on {len(demos)} {task.name} "
                  f"demonstrations for {cfg.init.sft.steps} steps")
-            _, probes = _convergence_probe(run, cfg, policy, task, test_problems)
+            probes = _convergence_probe(run, cfg, policy, task, test_problems)
             stats = train_sft(policy, demos, cfg.init.sft, seed=stable_seed(cfg.seed, phase), log=run.log,
                               phase=phase, progress=progress,
                               checkpointing=_checkpointing(run, policy, phase, cfg.checkpoint_every), probes=probes)
