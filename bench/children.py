@@ -13,7 +13,8 @@ from sec_scale import scale_child
 from sec_search import search_setup
 
 from ponder.learn.rl import train_rl
-from ponder.learn.sft import SFTConfig, train_sft
+from ponder.learn.sft import train_sft
+from ponder.training import SFTConfig
 
 
 def child(spec: dict) -> dict:

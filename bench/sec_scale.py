@@ -20,8 +20,9 @@ from harness import (
     run_child,
 )
 
-from ponder.learn.sft import SFTConfig, train_sft
+from ponder.learn.sft import train_sft
 from ponder.policy import ModelConfig, TinyPolicy
+from ponder.training import SFTConfig
 
 # -- one configuration, in its child process ----------------------------------------------------------
 

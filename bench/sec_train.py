@@ -10,7 +10,8 @@ from harness import Report, input_lengths, load_default_policy, matmul_peak, med
 from sec_grpo import ponder_grpo
 
 from ponder.learn import sft
-from ponder.learn.sft import SFTConfig, train_sft
+from ponder.learn.sft import train_sft
+from ponder.training import SFTConfig
 
 
 def sec_train(opts, rep: Report, state: dict) -> None:

@@ -23,9 +23,10 @@ def _sets(extra=()):
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory):
     """A tiny policy with a little SFT on 1-digit addition: some samples verify, some do not."""
-    from ponder.learn.sft import SFTConfig, train_sft
+    from ponder.learn.sft import train_sft
     from ponder.policy.transformer import ModelConfig
     from ponder.tasks.arithmetic import Arithmetic
+    from ponder.training import SFTConfig
 
     task = Arithmetic(digits=1)
     policy = TinyPolicy(ModelConfig(n_layer=1, n_head=2, d_model=32, max_seq_len=32), seed=0, dtype="float32")

@@ -24,9 +24,9 @@ from ponder.config import (
     to_toml,
 )
 from ponder.learn.expert_iteration import ExpertIterationConfig
-from ponder.learn.sft import SFTConfig
 from ponder.policy.transformer import ModelConfig
 from ponder.tasks.arithmetic import ArithmeticConfig
+from ponder.training import SFTConfig
 
 
 def recipe(tmp_path, text: str, name: str = "r.toml"):

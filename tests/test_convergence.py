@@ -10,9 +10,10 @@ import torch
 
 from ponder.cli import main
 from ponder.convergence import CONVERGENCE_POINTS, convergence, convergence_line
-from ponder.learn.sft import SFTConfig, train_sft
+from ponder.learn.sft import train_sft
 from ponder.policy import ModelConfig, TinyPolicy
 from ponder.report import convergence_html
+from ponder.training import SFTConfig
 from ponder.types import Sampling
 
 EXAMPLES = [(f"Q: {a}+{b}\n", f"A: {a + b}\n") for a in range(6) for b in range(6)]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ponder import loop
 from ponder.cli import main
 from ponder.config import RECIPE_DIR, load_recipe
+from ponder.learn.expert_iteration import ExpertIteration
 from ponder.preflight import check_context
 from ponder.runs import Run
 
@@ -86,17 +86,17 @@ def test_resume_after_a_crash_gives_the_same_summary(tmp_path, monkeypatch):
     assert _run(tmp_path, "whole") == 0
     expected = json.loads((tmp_path / "whole" / "summary.json").read_text())
 
-    real_round = loop.learn_half
+    real_round = ExpertIteration.learn
 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash in the learning round")
 
-    monkeypatch.setattr(loop, "learn_half", crash)
+    monkeypatch.setattr(ExpertIteration, "learn", crash)
     with pytest.raises(RuntimeError):
         _run(tmp_path, "crashed")
     state = json.loads((tmp_path / "crashed" / "state.json").read_text())
     assert state["done"] == ["init", "reward", "eval_init", "search"]
-    monkeypatch.setattr(loop, "learn_half", real_round)
+    monkeypatch.setattr(ExpertIteration, "learn", real_round)
     assert main(["run", "--quiet", "--resume", str(tmp_path / "crashed")]) == 0
     assert json.loads((tmp_path / "crashed" / "summary.json").read_text()) == expected
     # the metrics log holds each phase's lines once

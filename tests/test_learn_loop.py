@@ -4,13 +4,19 @@ evaluate and report; `init.checkpoint` shares one initialized policy; bad settin
 from __future__ import annotations
 
 import json
+import re
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ponder.cli import main
-from ponder.learn.rounds import LEARNERS
+from ponder.learn.base import Learner
+from ponder.learn.rounds import LEARNERS, register_learner
+from ponder.learn.sft import train_sft
 from ponder.runs import Run
+from ponder.training import SFTConfig
 
 BASE = [
     "task.digits=2", 'task.styles=["column"]', "model.n_layer=2", "model.d_model=64", "model.max_seq_len=48",
@@ -50,7 +56,7 @@ def init_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("learner", LEARNERS)
+@pytest.mark.parametrize("learner", list(LEARNERS))
 def test_every_learner_runs_rounds_from_a_shared_init(tmp_path, init_checkpoint, learner):
     sets = [f"learn.learner={learner}", "learn.rounds=2", f"init.checkpoint={init_checkpoint}"]
     sets += ONE_ROUND.get(learner, RL)
@@ -100,3 +106,104 @@ def test_distill_needs_a_prm(tmp_path, capsys):
     assert _run(tmp_path, "a", ["learn.learner=distill", "reward.models=[]"]) == 2
     err = capsys.readouterr().err
     assert "distill" in err and "reward.models" in err
+
+
+# -- learners of one's own ------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@dataclass(frozen=True)
+class CountSettings:
+    steps: int = 2
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+class CountingLearner(Learner):
+    """A toy on-policy learner: SFT on the round's demonstrations, and a count of the rounds it has run
+    carried from round to round in the run directory."""
+
+    name, table, Settings = "counting", "options", CountSettings
+
+    def learn(self, policy, cfg, rnd, data=None, stats=None, checkpointing=None):
+        s = self.settings(cfg)
+        before = rnd.store.previous("count.json")
+        count = 1 + (json.loads(before.read_text())["count"] if before is not None else 0)
+        rnd.store.path("count.json").write_text(json.dumps({"count": count}))
+        pairs = [(p.prompt, rnd.task.demonstration(p)) for p in rnd.problems]
+        out = train_sft(policy, pairs, SFTConfig(steps=s.steps, batch_size=4, lr=s.lr, warmup=1), seed=rnd.seed,
+                        log=rnd.log, phase=rnd.phase, progress=rnd.progress)
+        return {"count": count, "sample_tokens": 0, "train_tokens": out["tokens"], "train_steps": s.steps}
+
+
+@pytest.fixture
+def counting():
+    learner = register_learner(CountingLearner())
+    yield learner
+    LEARNERS.pop("counting", None)
+
+
+TOY = ["init.demos=200", "init.sft.steps=3", "init.sft.batch_size=8", "learn.learner=counting", "learn.rounds=2"]
+
+
+def test_a_registered_learner_runs_rounds_and_carries_its_state(tmp_path, counting):
+    assert _run(tmp_path, "toy", [*TOY, "learn.options.steps=3"]) == 0
+    run = tmp_path / "toy"
+    state = json.loads((run / "state.json").read_text())
+    assert state["done"][-4:] == ["round1", "eval_round1", "round2", "eval_round2"]
+    assert [state["results"][r]["count"] for r in ("round1", "round2")] == [1, 2]  # round 2 read round 1's file
+    assert state["results"]["round2"]["train_steps"] == 3
+    ckpt = run / "checkpoints"
+    assert (ckpt / "round1" / "model.safetensors").read_bytes() != (ckpt / "round2" / "model.safetensors").read_bytes()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["learner"] == "counting"
+    assert [p["learning_compute_tokens"] for p in summary["phases"]][1] == state["results"]["round1"]["train_tokens"]
+
+
+def test_a_learners_options_are_checked_before_any_work(tmp_path, capsys, counting):
+    assert _run(tmp_path, "a", [*TOY, "learn.options.speed=3"]) == 2
+    assert "unknown key 'learn.options.speed'" in capsys.readouterr().err
+    assert _run(tmp_path, "b", [*TOY, "learn.options.steps=0"]) == 2
+    err = capsys.readouterr().err
+    assert "learn.options" in err and "steps must be >= 1" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_unknown_learner_or_plugin_names_the_key(tmp_path, capsys):
+    assert _run(tmp_path, "a", ["learn.learner=nope"]) == 2
+    err = capsys.readouterr().err
+    assert "learner must be one of" in err and "'nope'" in err and "plugin" in err
+    assert _run(tmp_path, "b", ["learn.learner=nope", f"learn.plugin={tmp_path / 'missing.py'}"]) == 2
+    err = capsys.readouterr().err
+    assert "[learn]" in err and "learner plugin" in err and "no such file" in err
+
+
+@pytest.mark.slow
+def test_the_readme_learner_runs_from_its_plugin_file(tmp_path, init_checkpoint, monkeypatch):
+    text = README.read_text()
+    section = text[text.index("### Adding a learner"):]
+    section = section[: section.index("\n## ", 5)]
+    python = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    toml = re.search(r"```toml\n(.*?)```", section, re.DOTALL).group(1)
+    (tmp_path / "vote_sft.py").write_text(python)
+    assert 'plugin = "vote_sft.py"' in toml and "[learn.options]" in toml
+    monkeypatch.chdir(tmp_path)  # the plugin path is relative to the current directory
+    try:
+        sets = ["learn.learner=vote_sft", "learn.plugin=vote_sft.py", "learn.rounds=2", "learn.options.samples=8",
+                "learn.options.steps=3", "learn.options.max_new_tokens=38", "learn.options.temperature=0.3",
+                f"init.checkpoint={init_checkpoint}"]
+        assert _run(tmp_path, "vote", sets) == 0
+    finally:
+        LEARNERS.pop("vote_sft", None)
+        sys.modules.pop("ponder_plugin_vote_sft", None)
+    state = json.loads((tmp_path / "vote" / "state.json").read_text())
+    for r in ("round1", "round2"):
+        res = state["results"][r]
+        assert res["kept"] > 0 and res["train_steps"] == 3 and res["sample_tokens"] > 0, res
+    ckpt = tmp_path / "vote" / "checkpoints"
+    assert (ckpt / "init" / "model.safetensors").read_bytes() != (ckpt / "round1" / "model.safetensors").read_bytes()
+    assert json.loads((tmp_path / "vote" / "summary.json").read_text())["learner"] == "vote_sft"

@@ -11,7 +11,8 @@ import torch
 from conftest import make_tiny_policy
 
 from ponder.learn.expert_iteration import ExpertIterationConfig, collect_verified, expert_iteration_round
-from ponder.learn.sft import SFTConfig, lr_at, nll_loss, train_sft
+from ponder.learn.sft import nll_loss, train_sft
+from ponder.training import SFTConfig, lr_at
 from ponder.types import Cost, Problem, Sample, Sampling
 
 # -- learning-rate schedule --------------------------------------------------------------------------
@@ -241,7 +242,7 @@ def test_expert_iteration_round_nothing_kept_skips_training():
 
 
 def test_steps_for_bounds_a_round_by_epochs():
-    from ponder.learn.sft import steps_for
+    from ponder.training import steps_for
 
     cfg = SFTConfig(steps=200, batch_size=32)
     assert steps_for(cfg, 2.0, 400) == 25  # ceil(2 * 400 / 32)

@@ -16,24 +16,18 @@ from scripted import StepScriptPolicy, TableReward
 
 from ponder.eval import greedy_accuracy
 from ponder.learn import rl
-from ponder.learn.dpo import (
-    DPOConfig,
-    PairsFileError,
-    iterative_dpo,
-    load_pairs_jsonl,
-    make_pairs_from_samples,
-    save_pairs_jsonl,
-    train_dpo,
-)
+from ponder.learn.dpo import DPOConfig, iterative_dpo, make_pairs_from_samples, train_dpo
 from ponder.learn.ppo import PPOConfig, ValueHead, adaptive_kl, ppo_targets, token_rewards, train_ppo
 from ponder.learn.rl import RLConfig, train_rl
 from ponder.learn.scoring import score_completions
-from ponder.learn.sft import SFTConfig, train_sft
+from ponder.learn.sft import train_sft
 from ponder.policy import ModelConfig, TinyPolicy
 from ponder.reward import VerifierReward
 from ponder.reward.model import PreferencePair
+from ponder.reward.pairs import PairsFileError, load_pairs_jsonl, save_pairs_jsonl
 from ponder.search import MCTSConfig, mcts
 from ponder.tasks import Arithmetic, ArithmeticConfig
+from ponder.training import SFTConfig
 from ponder.types import Problem, Sample, Sampling
 
 PROBLEMS = [Problem(f"p{i}", f"Q: {i}+{i}\n", str(2 * i)) for i in range(6)]

@@ -6,10 +6,11 @@ import pytest
 
 from ponder.eval import greedy_accuracy
 from ponder.learn.expert_iteration import ExpertIterationConfig, expert_iteration_round
-from ponder.learn.sft import SFTConfig, train_sft
+from ponder.learn.sft import train_sft
 from ponder.policy import ModelConfig, TinyPolicy
 from ponder.reward import VerifierReward
 from ponder.tasks import Arithmetic, ArithmeticConfig
+from ponder.training import SFTConfig
 
 
 @pytest.mark.slow

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from ponder.cli import main
-from ponder.learn.sft import Checkpointing, SFTConfig, TrainingDiverged, train_sft
+from ponder.learn.sft import train_sft
 from ponder.policy import ModelConfig, TinyPolicy
 from ponder.signals import Interrupted
 from ponder.tasks import Arithmetic, ArithmeticConfig
+from ponder.training import Checkpointing, SFTConfig, TrainingDiverged
 
 TINY = ModelConfig(n_layer=1, n_head=2, d_model=32, max_seq_len=48)
 
@@ -95,14 +96,14 @@ def test_non_finite_gradient_is_caught():
 
 
 def test_cli_reports_divergence_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
-    from ponder import loop
+    from ponder.learn.expert_iteration import ExpertIteration
 
-    real = loop.learn_half
+    real = ExpertIteration.learn
 
     def diverge(*args, **kwargs):
         raise TrainingDiverged("round1: non-finite loss (nll = nan) at step 3")
 
-    monkeypatch.setattr(loop, "learn_half", diverge)
+    monkeypatch.setattr(ExpertIteration, "learn", diverge)
     args = _tiny_run(tmp_path)
     assert main(args) == 1
     err = capsys.readouterr().err
@@ -111,7 +112,7 @@ def test_cli_reports_divergence_and_keeps_the_last_good_checkpoint(tmp_path, cap
     assert (tmp_path / "x" / "checkpoints" / "init" / "model.safetensors").is_file()
     state = json.loads((tmp_path / "x" / "state.json").read_text())
     assert state["done"] == ["init", "reward", "eval_init", "search"]
-    monkeypatch.setattr(loop, "learn_half", real)
+    monkeypatch.setattr(ExpertIteration, "learn", real)
     assert main(["run", "--quiet", "--resume", str(tmp_path / "x")]) == 0
     assert json.loads((tmp_path / "x" / "state.json").read_text())["done"][-1] == "eval_round2"
 

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from ponder.learn.sft import SFTConfig
 from ponder.reward import GoldStepReward, VerifierReward, aggregate
 from ponder.reward.labels import gold_labels, label_examples, mc_labels, outcome_labels
 from ponder.reward.model import (
@@ -22,6 +21,7 @@ from ponder.reward.model import (
     train_reward_model,
 )
 from ponder.tasks.arithmetic import Arithmetic
+from ponder.training import SFTConfig
 from ponder.types import Problem, Sampling
 from tests.conftest import TINY, make_tiny_policy
 from tests.scripted import StepScriptPolicy

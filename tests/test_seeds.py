@@ -51,9 +51,9 @@ def test_seeds_run_independently_and_aggregate(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_an_interrupted_seed_is_resumed_and_the_others_kept(tmp_path, monkeypatch, capsys):
-    from ponder import loop
+    from ponder.learn.expert_iteration import ExpertIteration
 
-    real = loop.learn_half
+    real = ExpertIteration.learn
     calls = {"n": 0}
 
     def crash_on_second_seed(*args, **kwargs):
@@ -62,12 +62,12 @@ def test_an_interrupted_seed_is_resumed_and_the_others_kept(tmp_path, monkeypatc
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "learn_half", crash_on_second_seed)
+    monkeypatch.setattr(ExpertIteration, "learn", crash_on_second_seed)
     with pytest.raises(RuntimeError):
         main(_args(tmp_path, "multi", ["--seeds", "2"]))
     root = tmp_path / "multi"
     assert (root / "seed0" / "summary.json").is_file() and not (root / "seed1" / "summary.json").exists()
-    monkeypatch.setattr(loop, "learn_half", real)
+    monkeypatch.setattr(ExpertIteration, "learn", real)
     assert main(["run", "--quiet", "--resume", str(root)]) == 0
     assert "seed 0: finished already" in capsys.readouterr().err
     assert json.loads((root / "aggregate.json").read_text())["seeds"] == [0, 1]

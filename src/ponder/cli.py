@@ -12,16 +12,16 @@ import sys
 from pathlib import Path
 
 from ponder.config import RECIPE_DIR, ConfigError, load_recipe, recipe_source, to_dict, to_toml
-from ponder.learn.dpo import PairsFileError
-from ponder.learn.sft import TrainingDiverged
 from ponder.policy.tiny import PolicyLoadError
 from ponder.preflight import check_context
 from ponder.reward.model import RewardModelLoadError
+from ponder.reward.pairs import PairsFileError
 from ponder.runs import Run, RunDirError, write_atomic, write_json
 from ponder.signals import Interrupted, install_handlers
 from ponder.tasks import TASKS, register
 from ponder.tasks.base import TaskError
 from ponder.tasks.plugins import load_entry_points
+from ponder.training import TrainingDiverged
 
 USER_ERRORS = (ConfigError, RunDirError, TaskError, PolicyLoadError, RewardModelLoadError, PairsFileError)
 

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ponder.learn.rounds import LearnConfig
-from ponder.learn.sft import SFTConfig
+from ponder.learn.rounds import LEARNERS, LearnConfig
 from ponder.policy.transformer import ModelConfig
 from ponder.reward.pipeline import RewardConfig
 from ponder.search.scaling import SearchConfig
 from ponder.tasks import TASKS, make_task, task_class
 from ponder.tasks.base import TaskError
 from ponder.tasks.plugins import import_plugin
+from ponder.training import SFTConfig
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
@@ -183,15 +183,15 @@ class RunConfig:
             if self.reward.models:
                 raise ValueError(f"reward.models are trained from the built-in policy's weights; with backend "
                                  f"{self.policy.backend!r} set reward.models = [] (learners use the task's verifier)")
-            if self.learn.rounds and self.learn.learner in ("ppo", "distill"):
-                raise ValueError(f"learn.learner = {self.learn.learner!r} needs the built-in backend (its value head / "
-                                 "PRM); with a pretrained model use expert_iteration, reinforce, rloo, grpo, dr_grpo "
-                                 "or dpo")
+            if self.learn.rounds and self.learn.learner_object.builtin_only:
+                usable = ", ".join(name for name, learner in LEARNERS.items() if not learner.builtin_only)
+                raise ValueError(f"learn.learner = {self.learn.learner!r} needs the built-in backend (it trains from "
+                                 f"the policy's weights: a value head, a PRM); with a pretrained model use {usable}")
             if self.init.checkpoint:
                 raise ValueError("init.checkpoint is for the built-in backend; point policy.path at the model instead")
-        if self.learn.rounds and self.learn.learner == "distill" and "prm" not in self.reward.models:
-            raise ValueError("learn.learner = \"distill\" searches with a process reward model: add \"prm\" to "
-                             "reward.models")
+        if self.learn.rounds and self.learn.learner_object.needs_prm and "prm" not in self.reward.models:
+            raise ValueError(f"learn.learner = {self.learn.learner!r} searches with a process reward model: add "
+                             "\"prm\" to reward.models")
 
     def task_config(self):
         """The chosen task's own config object (validated when the recipe was loaded)."""

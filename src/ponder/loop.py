@@ -18,8 +18,8 @@ import torch
 from ponder.config import ConfigError, RunConfig
 from ponder.convergence import CONVERGENCE_AT, convergence, convergence_line
 from ponder.eval import evaluate, greedy_accuracy
-from ponder.learn.rounds import learn_half, online_round, search_half
-from ponder.learn.sft import Checkpointing, train_sft
+from ponder.learn.base import Round
+from ponder.learn.sft import train_sft
 from ponder.policy.factory import load_policy, make_policy
 from ponder.policy.tiny import PolicyLoadError, TinyPolicy
 from ponder.reward.pipeline import RewardData, collect, evaluate_reward_models, load_model, train_models
@@ -27,6 +27,7 @@ from ponder.reward.verifier import VerifierReward
 from ponder.runs import Run
 from ponder.search.scaling import compute_optimal, estimate_difficulty, sweep
 from ponder.tasks.base import Task, stable_seed
+from ponder.training import Checkpointing
 
 SAMPLES_SAVED = 50  # problems per evaluation whose completions go to samples/<phase>.jsonl
 def _convergence_probe(run: Run, cfg: RunConfig, policy, task, problems) -> dict:
@@ -133,62 +134,55 @@ def _checkpointing(run: Run, policy, phase: str, every: int) -> Checkpointing:
                          resume=resume)
 
 
+class _RunStore:
+    """A learning round's view of the run directory (`ponder.learn.base.RoundStore`): what a learner
+    carries between rounds sits beside the round's checkpoint, `checkpoints/<round>.<name>`; a refined
+    PRM goes to `reward/prm_<round>`, where evaluation and later rounds find it."""
+
+    def __init__(self, run: Run, cfg: RunConfig, phase: str) -> None:
+        self.run, self.phase = run, phase
+        rounds = [p for p in phase_names(cfg) if p.startswith("round")]
+        self.earlier = rounds[: rounds.index(phase)]
+        self._prm = None
+
+    def path(self, name: str) -> Path:
+        return self.run.checkpoint_dir(self.phase).with_name(f"{self.phase}.{name}")
+
+    def previous(self, name: str) -> Path | None:
+        for phase in reversed(self.earlier):
+            path = self.run.checkpoint_dir(phase).with_name(f"{phase}.{name}")
+            if path.exists():
+                return path
+        return None
+
+    def prm(self):
+        if self._prm is None:  # loaded once a round: the search half and the learning half share it
+            self._prm = load_model(prm_dir(self.run))
+        return self._prm
+
+    def save_prm(self, model) -> None:
+        model.save(reward_dir(self.run.path) / f"prm_{self.phase}")
+
+
 def _learn_phase(run: Run, cfg: RunConfig, policy, task, phase: str, progress: bool, verifier) -> dict:
     """One learning round of the recipe's learner, in place on `policy`. An offline learner's data is
     kept in the run, so a resumed round trains on it without searching again."""
     lc, seed = cfg.learn, stable_seed(cfg.seed, phase)
-    problems = task.problems("train", lc.problems, seed)
-    if not lc.offline:
-        carry = {"value_head": _load_value_head(run, cfg, phase, policy)} if lc.learner == "ppo" else {}
-        result = online_round(policy, task, problems, lc, seed=seed, phase=phase, log=run.log, progress=progress,
-                              reward=verifier, carry=carry)
-        if "value_head" in carry:
-            _save_value_head(run, phase, carry["value_head"])
-        return result
-    prm = load_model(prm_dir(run)) if lc.learner == "distill" else None
+    learner = lc.learner_object
+    rnd = Round(phase=phase, seed=seed, task=task, problems=task.problems("train", lc.problems, seed), reward=verifier,
+                store=_RunStore(run, cfg, phase), log=run.log, progress=progress)
+    if not learner.offline:
+        return learner.learn(policy, lc, rnd)
     saved = run.load_phase_data(phase)
     if saved is None:
-        data, stats = search_half(policy, task, problems, lc, seed=seed, phase=phase, prm=prm, reward=verifier)
+        data, stats = learner.search(policy, lc, rnd)
         saved = {"data": data, "stats": stats, "metrics_before": run.state["metrics_lines"]}
         run.save_phase_data(phase, saved)
     if run.state["metrics_lines"] == saved["metrics_before"]:  # its line is not in the log yet
         run.log(dict(saved["stats"]))
         run.save_state()
-    result = learn_half(policy, saved["data"], saved["stats"], lc, seed=seed, phase=phase, prm=prm, log=run.log,
-                        progress=progress, checkpointing=_checkpointing(run, policy, phase, cfg.checkpoint_every))
-    if prm is not None and lc.distill.prm_steps:
-        prm.save(reward_dir(run.path) / f"prm_{phase}")
-    return result
-
-
-def _value_head_file(run: Run, phase: str) -> Path:
-    return run.checkpoint_dir(phase).with_name(f"{phase}.critic.safetensors")
-
-
-def _save_value_head(run: Run, phase: str, head) -> None:
-    """PPO's critic (its head, and a separate critic's transformer) after round `phase`, beside the
-    round's checkpoint, atomically."""
-    from safetensors.torch import save_model
-
-    path = _value_head_file(run, phase)
-    tmp = path.with_name(path.name + ".tmp")
-    save_model(head, str(tmp))  # safetensors; tied weights are stored once
-    tmp.replace(path)
-
-
-def _load_value_head(run: Run, cfg: RunConfig, phase: str, policy):
-    """The critic the previous learning round saved, or None (the first round: a fresh one)."""
-    from safetensors.torch import load_model
-
-    from ponder.learn.ppo import new_critic
-
-    names = [p for p in phase_names(cfg) if p.startswith("round")]
-    earlier = names[: names.index(phase)]
-    if not earlier or not _value_head_file(run, earlier[-1]).exists():
-        return None
-    head = new_critic(getattr(policy, "local", policy), cfg.learn.ppo.critic)
-    load_model(head, str(_value_head_file(run, earlier[-1])))
-    return head
+    return learner.learn(policy, lc, rnd, saved["data"], saved["stats"],
+                         checkpointing=_checkpointing(run, policy, phase, cfg.checkpoint_every))
 
 
 def _policy_from_checkpoint(cfg: RunConfig) -> TinyPolicy:

@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ponder.config import ConfigError, RunConfig
-from ponder.learn.rounds import learner_settings
 from ponder.policy.tokenizer import CharTokenizer
 from ponder.tasks.base import Task, TaskError
 
@@ -53,10 +52,10 @@ def uses(cfg: RunConfig) -> list[Use]:
     if cfg.search.methods:
         out.append(Use("search prompts", "search.max_new_tokens", "search.problems", "test", cfg.search.problems,
                        cfg.search.max_new_tokens))
-    if cfg.learn.rounds:
-        table = learner_settings(cfg.learn.learner)
-        out.append(Use(f"{cfg.learn.learner} prompts", f"learn.{table}.max_new_tokens", "learn.problems", "train",
-                       cfg.learn.problems, getattr(cfg.learn, table).max_new_tokens))
+    learner = cfg.learn.learner_object
+    if cfg.learn.rounds and (cap := learner.max_new_tokens(cfg.learn)) is not None:
+        out.append(Use(f"{learner.name} prompts", f"learn.{learner.table}.max_new_tokens", "learn.problems", "train",
+                       cfg.learn.problems, cap))
     return out
 
 

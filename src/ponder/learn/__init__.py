@@ -1,1 +1,2 @@
-"""Learners and the pure loss and advantage functions they compose; `rounds` runs one round of any."""
+"""Learners and the pure loss and advantage functions they compose; `base` is the interface the loop drives a
+round through, `rounds` the registry of learners by name."""

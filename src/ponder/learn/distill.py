@@ -18,11 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from ponder.learn.sft import Checkpointing, SFTConfig, steps_for, train_sft
+from ponder.learn.base import Learner, Round
+from ponder.learn.sft import train_sft
 from ponder.policy.base import Policy
 from ponder.reward.model import RewardExample, train_reward_model
 from ponder.search.mcts import MCTSConfig, Tree, mcts
 from ponder.tasks.base import Task, is_verified
+from ponder.training import Checkpointing, SFTConfig, steps_for
 from ponder.types import Cost, Problem, Sampling
 
 
@@ -131,3 +133,28 @@ def train_round(policy: Policy, prm, data: dict, stats: dict, cfg: DistillConfig
         stats.update(prm_train_tokens=st["tokens"], prm_loss=st["final_loss"])
         stats["train_tokens"] += st["tokens"]
     return stats
+
+
+class Distill(Learner):
+    """The registry's `distill`: offline, the search half is PRM-guided MCTS. It refines the run's PRM
+    when `prm_steps` > 0 and keeps it through the round's store, so the next round searches with it."""
+
+    name = table = "distill"
+    offline = True
+    needs_prm = True
+    builtin_only = True
+
+    def search(self, policy, cfg, rnd: Round) -> tuple[dict, dict]:
+        data, stats = search_round(policy, rnd.store.prm(), rnd.task, rnd.problems, self.settings(cfg), seed=rnd.seed)
+        return data, {"phase": rnd.phase, **stats}
+
+    def learn(self, policy, cfg, rnd: Round, data=None, stats=None, checkpointing=None) -> dict:
+        settings, prm = self.settings(cfg), rnd.store.prm()
+        out = train_round(policy, prm, data, stats, settings, seed=rnd.seed, phase=rnd.phase, log=rnd.log,
+                          progress=rnd.progress, checkpointing=checkpointing)
+        if settings.prm_steps:
+            rnd.store.save_prm(prm)
+        return out
+
+
+LEARNER = Distill()

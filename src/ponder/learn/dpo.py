@@ -10,12 +10,12 @@ pairs from MCTS, as `ponder.search.mcts.Tree.preference_pairs` gives them).
 Pairs are `PreferencePair(prompt, chosen, rejected)` from any of three sources: a group of samples
 scored by a reward (`make_pairs_from_samples`: the best against the worst when their rewards differ),
 MCTS trees (step texts continuing prompt + prefix: train those with `eos=False`, since a step does
-not end the solution), or a JSONL file of {"prompt", "chosen", "rejected"} lines (`load_pairs_jsonl`).
+not end the solution), or a JSONL file of {"prompt", "chosen", "rejected"} lines (`ponder.reward.pairs.load_pairs_jsonl`).
 
 The loss is `losses.dpo_loss` on sequence log-probs against a frozen reference, the policy as it was
 when `train_dpo` started unless another is given. The reference is fixed, so its log-probs are
 computed once, before the first step (the same numbers a frozen deep copy would give, without the
-copy); the optimisation loop is SFT's (`sft.train_steps`: AdamW, warm-up + cosine, clipping, a
+copy); the optimisation loop is SFT's (`training.train_steps`: AdamW, warm-up + cosine, clipping, a
 divergence guard). `iterative_dpo` re-samples pairs from the current policy every round; its
 reference is the policy at the start of each round (Pang et al.), or the initial one.
 """
@@ -23,23 +23,22 @@ reference is the policy at the start of each round (Pang et al.), or the initial
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 
 from ponder.eval import score_groups
 from ponder.learn import losses as L
+from ponder.learn.base import Learner, Round
 from ponder.learn.rl import draw_problems
 from ponder.learn.scoring import score_completions
-from ponder.learn.sft import Checkpointing, SFTConfig, steps_for, train_steps
 from ponder.policy.base import Policy
 from ponder.reward.base import OutcomeReward
 from ponder.reward.model import PreferencePair
 from ponder.reward.verifier import VerifierReward
 from ponder.tasks.base import Task
+from ponder.training import Checkpointing, SFTConfig, steps_for, train_steps
 from ponder.types import Cost, Problem, Sample, Sampling
 
 
@@ -117,46 +116,6 @@ def make_pairs_from_samples(problems: Sequence[Problem], groups: Sequence[Sequen
     return pairs_from_scores(problems, groups, score_groups(reward, problems, groups))
 
 
-class PairsFileError(ValueError):
-    """A preference-pair file that cannot be read; the message names the file and line."""
-
-
-def load_pairs_jsonl(path: str | Path) -> list[PreferencePair]:
-    """Pairs from a JSONL file, one {"prompt", "chosen", "rejected"} object (all strings, chosen and
-    rejected different) per line; blank lines are skipped. Errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise PairsFileError(f"{path}: no such file")
-    pairs = []
-    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(raw.decode("utf-8")) if raw.strip() else None
-        except UnicodeDecodeError:
-            raise PairsFileError(f"{where}: not UTF-8 text") from None
-        except json.JSONDecodeError as e:
-            raise PairsFileError(f"{where}: not valid JSON ({e.msg})") from None
-        if row is None:
-            continue
-        if not isinstance(row, dict):
-            raise PairsFileError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        for key in ("prompt", "chosen", "rejected"):
-            if key not in row:
-                raise PairsFileError(f"{where}: missing key {key!r}")
-            if not isinstance(row[key], str):
-                raise PairsFileError(f"{where}: {key!r} must be a string, got {type(row[key]).__name__}")
-        if row["chosen"] == row["rejected"]:
-            raise PairsFileError(f"{where}: chosen and rejected are the same text")
-        pairs.append(PreferencePair(prompt=row["prompt"], chosen=row["chosen"], rejected=row["rejected"]))
-    return pairs
-
-
-def save_pairs_jsonl(pairs: Sequence[PreferencePair], path: str | Path) -> None:
-    """Write pairs in the format `load_pairs_jsonl` reads."""
-    lines = [json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) for p in pairs]
-    Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
 # -- training ----------------------------------------------------------------------------------------
 
 
@@ -179,7 +138,7 @@ def train_dpo(policy: Policy, pairs: Sequence[PreferencePair], cfg: DPOConfig, *
 
     `reference`: the frozen reference (None: `policy` as it is now). `eos`: whether each completion
     ends the solution (True for whole completions, False for MCTS step pairs). `steps` overrides
-    `cfg.train.steps`; `checkpointing` works as in `sft.train_steps`. Logged records add the DPO statistics (reward_accuracy, margin, chosen_reward,
+    `cfg.train.steps`; `checkpointing` works as in `training.train_steps`. Logged records add the DPO statistics (reward_accuracy, margin, chosen_reward,
     rejected_reward) averaged since the last record; the summary has their means over the last 10
     steps, with the SFT loop's steps, tokens (both completions of every pair), seconds, final_loss."""
     if not pairs:
@@ -252,3 +211,21 @@ def iterative_dpo(policy: Policy, reward: OutcomeReward | None, task: Task, prob
             log(dict(record))
     return {"rounds": rounds, "sample_tokens": sample_cost.tokens_generated, "sample_flops": sample_cost.flops,
             "train_tokens": train_tokens, "history": history}
+
+
+class IterativeDPO(Learner):
+    """The registry's `dpo`: on-policy, `learn.dpo_iterations` sample-pair-train iterations a round."""
+
+    name = table = "dpo"
+
+    def learn(self, policy, cfg, rnd: Round, data=None, stats=None, checkpointing=None) -> dict:
+        out = iterative_dpo(policy, rnd.reward, rnd.task, rnd.problems, self.settings(cfg), cfg.dpo_iterations,
+                            seed=rnd.seed, log=rnd.log, progress=rnd.progress, phase=rnd.phase)
+        hist = out["history"]
+        return {"iterations": cfg.dpo_iterations, "pairs": sum(h["pairs"] for h in hist),
+                "reward_mean": sum(h["reward_mean"] for h in hist) / len(hist), "sample_tokens": out["sample_tokens"],
+                "sample_flops": out["sample_flops"], "train_tokens": out["train_tokens"],
+                "train_steps": sum(h.get("steps", 0) for h in hist)}
+
+
+LEARNER = IterativeDPO()

@@ -14,10 +14,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from ponder.learn.sft import Checkpointing, SFTConfig, steps_for, train_sft
+from ponder.learn.base import Learner, Round
+from ponder.learn.sft import train_sft
 from ponder.policy.base import Policy
 from ponder.reward.base import OutcomeReward
 from ponder.tasks.base import verified_at
+from ponder.training import Checkpointing, SFTConfig, steps_for
 from ponder.types import Cost, Problem, Sample, Sampling
 
 
@@ -117,3 +119,21 @@ def expert_iteration_round(policy: Policy, reward: OutcomeReward, problems: Sequ
     if log is not None:
         log(dict(stats))
     return train_round(policy, data, stats, cfg, seed=seed, phase=phase, log=log, progress=progress)
+
+
+class ExpertIteration(Learner):
+    """The registry's `expert_iteration`: offline, the search half samples and keeps verified solutions."""
+
+    name = table = "expert_iteration"
+    offline = True
+
+    def search(self, policy, cfg, rnd: Round) -> tuple[list[tuple[str, str]], dict]:
+        return sample_round(policy, rnd.reward, rnd.problems, self.settings(cfg), seed=rnd.seed, phase=rnd.phase)
+
+    def learn(self, policy, cfg, rnd: Round, data=None, stats=None, checkpointing=None) -> dict:
+        pairs = [tuple(x) for x in data]  # the run keeps them as JSON lists
+        return train_round(policy, pairs, stats, self.settings(cfg), seed=rnd.seed, phase=rnd.phase, log=rnd.log,
+                           progress=rnd.progress, checkpointing=checkpointing)
+
+
+LEARNER = ExpertIteration()

@@ -49,12 +49,14 @@ from torch import Tensor, nn
 
 from ponder.learn import losses as L
 from ponder.learn.advantages import gae, whiten
+from ponder.learn.base import Learner, Round
 from ponder.learn.rl import (
     Rollout,
     draw_problems,
     make_reference,
     micro_batches,
     prepare,
+    round_figures,
     sample_rollout,
     step_record,
     summary,
@@ -346,3 +348,31 @@ def train_ppo(policy: Policy, reward: OutcomeReward | None, task: Task, problems
     policy.train(False)
     return {**summary(cfg.steps, cfg.steps * cfg.epochs_per_batch, totals, history, start), "kl_coef": beta,
             "value_head": head}
+
+
+class PPOLearner(Learner):
+    """The registry's `ppo`: on-policy; it carries its critic from round to round in the run directory
+    (`checkpoints/<round>.critic.safetensors`, beside the round's checkpoint)."""
+
+    name = table = "ppo"
+    builtin_only = True
+    CRITIC = "critic.safetensors"
+
+    def learn(self, policy, cfg, rnd: Round, data=None, stats=None, checkpointing=None) -> dict:
+        from safetensors.torch import load_model, save_model
+
+        settings = self.settings(cfg)
+        head, previous = None, rnd.store.previous(self.CRITIC)
+        if previous is not None:  # the critic the previous round trained; the first round starts a fresh one
+            head = new_critic(getattr(policy, "local", policy), settings.critic)
+            load_model(head, str(previous))
+        out = train_ppo(policy, rnd.reward, rnd.task, rnd.problems, settings, seed=rnd.seed, log=rnd.log,
+                        progress=rnd.progress, phase=rnd.phase, value_head=head)
+        path = rnd.store.path(self.CRITIC)
+        tmp = path.with_name(path.name + ".tmp")
+        save_model(out.pop("value_head"), str(tmp))  # safetensors (tied weights stored once), written atomically
+        tmp.replace(path)
+        return round_figures(out)
+
+
+LEARNER = PPOLearner()

@@ -24,21 +24,22 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
 from ponder.learn import losses as L
 from ponder.learn.advantages import RunningMean, baseline_advantage, group_normalized, leave_one_out
+from ponder.learn.base import Learner, Round
 from ponder.learn.scoring import score_completions
-from ponder.learn.sft import TrainingDiverged
 from ponder.policy.base import Policy
 from ponder.progress import bar as progress_bar
 from ponder.reward.base import OutcomeReward
 from ponder.reward.verifier import VerifierReward
 from ponder.signals import check_stop
 from ponder.tasks.base import Task
+from ponder.training import TrainingDiverged
 from ponder.types import Cost, Problem, Sampling
 
 
@@ -358,3 +359,34 @@ def summary(steps: int, updates: int, totals: dict, history: list[dict], start: 
     recent = [h["reward_mean"] for h in history[-10:]]
     return {"steps": steps, "updates": updates, **totals, "seconds": time.perf_counter() - start,
             "final_reward": sum(recent) / len(recent) if recent else float("nan"), "history": history}
+
+
+def round_figures(out: dict) -> dict:
+    """A round's figures from an on-policy learner's return value (no per-step history: the steps are
+    in the run's metrics log)."""
+    hist = out["history"]
+    entropy = [h["entropy"] for h in hist if h.get("entropy") is not None]
+    result = {k: out[k] for k in ("steps", "updates", "sample_tokens", "sample_flops", "train_tokens", "final_reward")}
+    result.update(train_steps=out["updates"], reward_first=hist[0]["reward_mean"] if hist else float("nan"),
+                  entropy_first=entropy[0] if entropy else None, entropy_last=entropy[-1] if entropy else None)
+    return result
+
+
+class PolicyGradient(Learner):
+    """The registry's reinforce, rloo, grpo and dr_grpo: on-policy, `[learn.rl]` settings, the advantage
+    function named by the learner."""
+
+    table = "rl"
+
+    def __init__(self, advantage: str) -> None:
+        if advantage not in ADVANTAGES:
+            raise ValueError(f"advantage must be one of {', '.join(ADVANTAGES)}, got {advantage!r}")
+        self.name = advantage
+
+    def learn(self, policy, cfg, rnd: Round, data=None, stats=None, checkpointing=None) -> dict:
+        out = train_rl(policy, rnd.reward, rnd.task, rnd.problems, replace(self.settings(cfg), advantage=self.name),
+                       seed=rnd.seed, log=rnd.log, progress=rnd.progress, phase=rnd.phase)
+        return round_figures(out)
+
+
+LEARNERS = tuple(PolicyGradient(a) for a in ADVANTAGES)

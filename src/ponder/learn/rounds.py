@@ -1,44 +1,57 @@
-"""The recipe's `[learn]` table and one learning round of whichever learner it names.
+"""The recipe's `[learn]` table and the registry of learners it names.
 
 `ponder run` iterates rounds of: draw `problems` fresh training problems, let the learner make its
 training data from the current policy (sampling, tree search or on-policy rollouts) and learn from
-it, then evaluate. Every learner reports the same compute figures, so runs with different learners
-can be compared at equal training compute: `sample_tokens` (tokens the policy generated to make
-training data, search included) and `train_tokens` (tokens trained on; a token trained in k epochs
-counts k times).
+it, then evaluate. How the loop drives a learner, and what a learner must provide, is in
+`ponder.learn.base`; this module only maps names to learner objects:
 
-Two kinds of round:
-- offline (expert_iteration, distill): a search half whose result the run saves, then SFT on it with
-  mid-phase checkpoints, so a stopped round resumes where it was without searching again;
-- online (reinforce, rloo, grpo, dr_grpo, ppo, dpo): sampling and updates interleave, and a stopped
-  round restarts from the previous round's checkpoint (same seed, so the same result).
+- built in: expert_iteration and distill (offline: a search half the run keeps, then SFT with
+  mid-round checkpoints), reinforce, rloo, grpo, dr_grpo, ppo and dpo (on-policy);
+- added: `register_learner(obj)` from any module, which a recipe can import before its learner is
+  looked up with `[learn] plugin = "my_learner.py"` (a file, relative to the current directory) or
+  `"my_package.learners"` (a module).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
+from typing import Any
 
-from ponder.learn import distill, expert_iteration
+from ponder.learn import distill, dpo, expert_iteration, ppo, rl
+from ponder.learn.base import Learner
 from ponder.learn.distill import DistillConfig
-from ponder.learn.dpo import DPOConfig, iterative_dpo
+from ponder.learn.dpo import DPOConfig
 from ponder.learn.expert_iteration import ExpertIterationConfig
-from ponder.learn.ppo import PPOConfig, train_ppo
-from ponder.learn.rl import ADVANTAGES, RLConfig, train_rl
-from ponder.learn.sft import Checkpointing
-from ponder.reward.verifier import VerifierReward
-from ponder.tasks.base import Task
+from ponder.learn.ppo import PPOConfig
+from ponder.learn.rl import RLConfig
+from ponder.tasks.base import TaskError
+from ponder.tasks.plugins import import_plugin
 
-OFFLINE = ("expert_iteration", "distill")
-ONLINE = (*ADVANTAGES, "ppo", "dpo")
-LEARNERS = OFFLINE + ONLINE
-_SETTINGS = {**{a: "rl" for a in ADVANTAGES}, "expert_iteration": "expert_iteration", "distill": "distill",
-             "ppo": "ppo", "dpo": "dpo"}
+LEARNERS: dict[str, Learner] = {}
+"""Every learner a recipe can name, by name (the built-in ones first, in the order of the docs)."""
 
 
-def learner_settings(learner: str) -> str:
-    """The `[learn.X]` table that holds a learner's settings (`rl` for the policy-gradient family)."""
-    return _SETTINGS[learner]
+def register_learner(learner: Learner) -> Learner:
+    """Add `learner` to the registry under its `name` (replacing one of the same name); returns it."""
+    if not isinstance(learner, Learner) or not learner.name or not isinstance(learner.name, str):
+        raise TypeError(f"register_learner takes a Learner object with a name, got {learner!r}")
+    if not learner.table:
+        raise TypeError(f"learner {learner.name!r} names no settings table (`table`)")
+    LEARNERS[learner.name] = learner
+    return learner
+
+
+for _learner in (expert_iteration.LEARNER, distill.LEARNER, *rl.LEARNERS, ppo.LEARNER, dpo.LEARNER):
+    register_learner(_learner)
+
+
+def get_learner(name: str) -> Learner:
+    """The registered learner `name`; a ValueError listing the known ones if there is none."""
+    try:
+        return LEARNERS[name]
+    except KeyError:
+        raise ValueError(f"learner must be one of {', '.join(LEARNERS)}, got {name!r} (a learner of your own: "
+                         "register it, and name its module or file in [learn] plugin)") from None
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,8 @@ class LearnConfig:
 
     learner: str = "expert_iteration"
     """expert_iteration (sample, keep verified, SFT), distill (MCTS with the PRM, SFT on verified traces),
-    reinforce, rloo, grpo, dr_grpo (policy gradient; they differ only in the advantage), ppo, or dpo
-    (iterative DPO on best-versus-worst sampled pairs)."""
+    reinforce, rloo, grpo, dr_grpo (policy gradient; they differ only in the advantage), ppo, dpo
+    (iterative DPO on best-versus-worst sampled pairs), or one a `plugin` registers."""
     rounds: int = 2
     """Learn-then-evaluate rounds."""
     problems: int = 1000
@@ -69,68 +82,29 @@ class LearnConfig:
     dpo_iterations: int = 10
     """dpo: sample-pair-train iterations per round."""
 
+    options: dict[str, Any] = field(default_factory=dict)
+    """Settings of a learner from outside ponder (`table = "options"`): a free table its `Settings` reads."""
+    plugin: str = ""
+    """A module (`my_package.learners`) or .py file (relative to the current directory) to import before
+    the learner is looked up: where a learner of your own calls `register_learner`."""
+
     def __post_init__(self) -> None:
-        if self.learner not in LEARNERS:
-            raise ValueError(f"learner must be one of {', '.join(LEARNERS)}, got {self.learner!r}")
+        if self.plugin:
+            try:
+                import_plugin(self.plugin, kind="learner")
+            except TaskError as e:
+                raise ValueError(f"plugin: {e}") from None
+        learner = get_learner(self.learner)
+        if not hasattr(self, learner.table):
+            raise ValueError(f"learner {learner.name!r} reads its settings from [learn.{learner.table}], which "
+                             "ponder does not have (a learner of your own: table = \"options\")")
+        learner.settings(self)  # a bad [learn.options] is refused now, naming its key
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
         if self.problems < 1 or self.dpo_iterations < 1:
             raise ValueError(f"problems and dpo_iterations must be >= 1, got {self.problems}, {self.dpo_iterations}")
 
     @property
-    def offline(self) -> bool:
-        return self.learner in OFFLINE
-
-
-def search_half(policy, task: Task, problems, cfg: LearnConfig, *, seed: int, phase: str, prm=None, reward=None
-                ) -> tuple[object, dict]:
-    """What an offline learner's round learns from: (data to save in the run, stats). `reward` scores
-    samples (None: the task's verifier)."""
-    if cfg.learner == "distill":
-        data, stats = distill.search_round(policy, prm, task, problems, cfg.distill, seed=seed)
-        return data, {"phase": phase, **stats}
-    return expert_iteration.sample_round(policy, reward or VerifierReward(task), problems, cfg.expert_iteration,
-                                         seed=seed, phase=phase)
-
-
-def learn_half(policy, data, stats: dict, cfg: LearnConfig, *, seed: int, phase: str, prm=None,
-               log: Callable[[dict], None] | None = None, progress: bool = True,
-               checkpointing: Checkpointing | None = None) -> dict:
-    """An offline learner's training on what `search_half` found; returns the round's figures."""
-    if cfg.learner == "distill":
-        return distill.train_round(policy, prm, data, stats, cfg.distill, seed=seed, phase=phase, log=log,
-                                   progress=progress, checkpointing=checkpointing)
-    pairs = [tuple(x) for x in data]
-    return expert_iteration.train_round(policy, pairs, stats, cfg.expert_iteration, seed=seed, phase=phase, log=log,
-                                        progress=progress, checkpointing=checkpointing)
-
-
-def online_round(policy, task: Task, problems, cfg: LearnConfig, *, seed: int, phase: str,
-                 log: Callable[[dict], None] | None = None, progress: bool = True, reward=None,
-                 carry: dict | None = None) -> dict:
-    """One round of an on-policy learner, in place; returns its figures (no per-step history: the
-    steps are in the run's metrics log). `reward` scores samples (None: the task's verifier). `carry`
-    holds what a learner keeps between rounds besides the policy: PPO reads its value head from
-    carry["value_head"] (None or absent: a fresh one) and writes the trained head back."""
-    if cfg.learner == "dpo":
-        out = iterative_dpo(policy, reward, task, problems, cfg.dpo, cfg.dpo_iterations, seed=seed, log=log,
-                            progress=progress, phase=phase)
-        hist = out["history"]
-        return {"iterations": cfg.dpo_iterations, "pairs": sum(h["pairs"] for h in hist),
-                "reward_mean": sum(h["reward_mean"] for h in hist) / len(hist), "sample_tokens": out["sample_tokens"],
-                "sample_flops": out["sample_flops"], "train_tokens": out["train_tokens"],
-                "train_steps": sum(h.get("steps", 0) for h in hist)}
-    if cfg.learner == "ppo":
-        carry = {} if carry is None else carry
-        out = train_ppo(policy, reward, task, problems, cfg.ppo, seed=seed, log=log, progress=progress, phase=phase,
-                        value_head=carry.get("value_head"))
-        carry["value_head"] = out.pop("value_head")
-    else:
-        out = train_rl(policy, reward, task, problems, replace(cfg.rl, advantage=cfg.learner), seed=seed, log=log,
-                       progress=progress, phase=phase)
-    hist = out["history"]
-    entropy = [h["entropy"] for h in hist if h.get("entropy") is not None]
-    result = {k: out[k] for k in ("steps", "updates", "sample_tokens", "sample_flops", "train_tokens", "final_reward")}
-    result.update(train_steps=out["updates"], reward_first=hist[0]["reward_mean"] if hist else float("nan"),
-                  entropy_first=entropy[0] if entropy else None, entropy_last=entropy[-1] if entropy else None)
-    return result
+    def learner_object(self) -> Learner:
+        """The registered learner this table names."""
+        return get_learner(self.learner)

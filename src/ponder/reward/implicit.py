@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ponder.learn.sft import Checkpointing, SFTConfig, train_steps
 from ponder.policy.tiny import TinyPolicy
 from ponder.policy.tokenizer import CharTokenizer
 from ponder.reward.base import AGGREGATIONS, aggregate, check_pairs
 from ponder.reward.model import RewardExample, step_end_positions
+from ponder.training import Checkpointing, SFTConfig, train_steps
 from ponder.types import Problem
 
 

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ponder.learn.sft import Checkpointing, SFTConfig, train_steps
 from ponder.policy.tokenizer import CharTokenizer
 from ponder.policy.transformer import ModelConfig, Transformer
 from ponder.reward.base import AGGREGATIONS, aggregate, check_pairs
+from ponder.training import Checkpointing, SFTConfig, train_steps
 from ponder.types import Problem
 
 KINDS = ("outcome", "process", "preference")

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.eval import generate_in_chunks, score_groups
-from ponder.learn.sft import Checkpointing, SFTConfig
 from ponder.reward.base import AGGREGATIONS
 from ponder.reward.implicit import ImplicitPRM, train_implicit_prm
 from ponder.reward.labels import gold_labels, label_examples, mc_labels
 from ponder.reward.metrics import auroc, best_of_n_curve, first_error_index, predicted_first_error, process_bench_f1
 from ponder.reward.model import PreferencePair, RewardModel, train_reward_model
+from ponder.reward.pairs import load_pairs_jsonl
 from ponder.tasks.base import Task, is_verified, stable_seed
+from ponder.training import Checkpointing, SFTConfig
 from ponder.types import Cost, Problem, Sample, Sampling
 
 MODELS = ("prm", "orm", "implicit", "preference")
@@ -162,8 +163,6 @@ def train_models(policy, task: Task, data: RewardData, cfg: RewardConfig, *, see
                                             likelihood=cfg.likelihood)
             if name == "preference":
                 if cfg.pairs_file:
-                    from ponder.learn.dpo import load_pairs_jsonl  # the learners' reader: one JSONL format
-
                     train_data = load_pairs_jsonl(cfg.pairs_file)
                 else:
                     train_data = preference_pairs(data, task, seed=model_seed)

@@ -24,7 +24,7 @@ a method that could run without gold answers. `plot_scaling` draws all curves.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +40,60 @@ from ponder.signals import check_stop
 from ponder.tasks.base import Task, stable_seed
 from ponder.types import Cost, Problem, Sample, Sampling, SearchResult
 
-SAMPLING_METHODS = ("majority", "weighted_vote", "best_of_n")
-TREE_METHODS = ("beam", "dvts", "mcts")
-METHODS = ("greedy", *SAMPLING_METHODS, *TREE_METHODS)
-KNOBS = {"greedy": None, "majority": "n", "weighted_vote": "n", "best_of_n": "n", "beam": "width", "dvts": "width",
-         "mcts": "simulations"}
+
+def _pick_majority(task: Task, group: Sequence[Sample], scores: Sequence[float]) -> int | None:
+    return majority_vote([task.extract_answer(x.text) for x in group])
+
+
+def _pick_weighted(task: Task, group: Sequence[Sample], scores: Sequence[float]) -> int | None:
+    return weighted_vote([task.extract_answer(x.text) for x in group], scores)
+
+
+def _pick_best(task: Task, group: Sequence[Sample], scores: Sequence[float]) -> int | None:
+    return select_best(scores)
+
+
+def _run_beam(problems, policy, prm, task, settings: dict, sampling: Sampling) -> list[SearchResult]:
+    return beam_search(problems, policy, prm, task, config=BeamConfig(**settings), sampling=sampling)
+
+
+def _run_dvts(problems, policy, prm, task, settings: dict, sampling: Sampling) -> list[SearchResult]:
+    return dvts(problems, policy, prm, task, config=DVTSConfig(**settings), sampling=sampling)
+
+
+def _run_mcts(problems, policy, prm, task, settings: dict, sampling: Sampling) -> list[SearchResult]:
+    return mcts(problems, policy, prm, task, config=MCTSConfig(**settings), sampling=sampling)[0]
+
+
+@dataclass(frozen=True)
+class Searcher:
+    """How the sweep runs one method. Three kinds: "greedy" (one temperature-0 sample), "sampling"
+    (chooses among N shared samples with `pick(task, group, scores) -> index or None`; `uses_reward`:
+    whether the choice reads the PRM's scores, a reward call per sample) and "tree" (`run(problems,
+    policy, prm, task, settings, sampling) -> results`, sized by `knob`, with `extra` settings)."""
+
+    kind: str
+    knob: str | None = None
+    pick: Callable[[Task, Sequence[Sample], Sequence[float]], int | None] | None = None
+    uses_reward: bool = False
+    run: Callable[..., list[SearchResult]] | None = None
+    extra: tuple[str, ...] = ("expansions", "max_steps")
+
+
+SEARCHERS: dict[str, Searcher] = {
+    "greedy": Searcher("greedy"),
+    "majority": Searcher("sampling", "n", _pick_majority),
+    "weighted_vote": Searcher("sampling", "n", _pick_weighted, uses_reward=True),
+    "best_of_n": Searcher("sampling", "n", _pick_best, uses_reward=True),
+    "beam": Searcher("tree", "width", run=_run_beam),
+    "dvts": Searcher("tree", "width", run=_run_dvts),
+    "mcts": Searcher("tree", "simulations", run=_run_mcts, extra=("expansions", "max_steps", "c_puct")),
+}
+"""Every method the sweep knows, in the order of the docs: one entry per searcher."""
+METHODS = tuple(SEARCHERS)
+SAMPLING_METHODS = tuple(m for m, s in SEARCHERS.items() if s.kind == "sampling")
+TREE_METHODS = tuple(m for m, s in SEARCHERS.items() if s.kind == "tree")
+KNOBS = {m: s.knob for m, s in SEARCHERS.items()}
 """Each method's size knob (greedy has none: its only size is 1)."""
 COST_FIELDS = ("tokens_generated", "tokens_encoded", "policy_calls", "reward_calls", "flops")
 
@@ -86,7 +135,7 @@ class SearchSpec:
         if self.method not in METHODS:
             raise ValueError(f"SearchSpec.method must be one of {', '.join(METHODS)}, got {self.method!r}")
         _check_sizes(self.budgets, "SearchSpec.budgets")
-        if self.method == "greedy" and self.budgets != (1,):
+        if SEARCHERS[self.method].kind == "greedy" and self.budgets != (1,):
             raise ValueError(f"SearchSpec.budgets must be (1,) for greedy, got {self.budgets!r}")
         if not _is_int(self.expansions):
             raise ValueError(f"SearchSpec.expansions must be an integer >= 1, got {self.expansions!r}")
@@ -101,12 +150,12 @@ class SearchSpec:
 
     def settings(self, size: int) -> dict:
         """The searcher settings at one size, e.g. {"width": 4, "expansions": 4} for beam."""
-        if self.method == "greedy":
+        searcher = SEARCHERS[self.method]
+        if searcher.kind == "greedy":
             return {}
-        if self.method in SAMPLING_METHODS:
-            return {"n": size}
-        out = {self.knob: size, "expansions": self.expansions, "max_steps": self.max_steps}
-        return {**out, "c_puct": self.c_puct} if self.method == "mcts" else out
+        if searcher.kind == "sampling":
+            return {searcher.knob: size}
+        return {searcher.knob: size, **{name: getattr(self, name) for name in searcher.extra}}
 
 
 @dataclass(frozen=True)
@@ -171,7 +220,7 @@ class SearchConfig:
         _check_number(self.prefix_cache_mb, "SearchConfig.prefix_cache_mb", low=0)
 
     def sizes(self, method: str) -> tuple[int, ...]:
-        return (1,) if method == "greedy" else getattr(self, method)
+        return (1,) if SEARCHERS[method].kind == "greedy" else getattr(self, method)
 
     def specs(self) -> list[SearchSpec]:
         """One SearchSpec per listed method, in `methods` order."""
@@ -198,32 +247,18 @@ def _row(method: str, size: int, problems: Sequence[Problem], task: Task, texts:
 def _sampling_rows(method: str, sizes: Sequence[int], problems: Sequence[Problem], task: Task,
                    groups: Sequence[Sequence[Sample]], scores: Sequence[Sequence[float]]) -> list[dict]:
     """Rows of one sampling method at each N from shared samples: the first N of each problem."""
+    searcher = SEARCHERS[method]
     rows = []
     for n in sizes:
         texts, costs = [], []
         for g, s in zip(groups, scores):
             g, s = g[:n], s[:n]
-            if method == "best_of_n":
-                pick = select_best(s)
-            else:
-                answers = [task.extract_answer(x.text) for x in g]
-                pick = majority_vote(answers) if method == "majority" else weighted_vote(answers, s)
+            pick = searcher.pick(task, g, s)
             texts.append(g[0 if pick is None else pick].text)  # no answer anywhere: nothing to choose
-            calls = 0 if method == "majority" else len(g)
+            calls = len(g) if searcher.uses_reward else 0
             costs.append(Cost.total(x.cost for x in g) + Cost(reward_calls=calls))
         rows.append(_row(method, n, problems, task, texts, costs))
     return rows
-
-
-def _tree_search(spec: SearchSpec, size: int, problems: Sequence[Problem], policy: Policy, prm: OutcomeReward,
-                 task: Task, sampling: Sampling) -> list[SearchResult]:
-    settings = spec.settings(size)
-    if spec.method == "beam":
-        return beam_search(problems, policy, prm, task, config=BeamConfig(**settings), sampling=sampling)
-    if spec.method == "dvts":
-        return dvts(problems, policy, prm, task, config=DVTSConfig(**settings), sampling=sampling)
-    results, _ = mcts(problems, policy, prm, task, config=MCTSConfig(**settings), sampling=sampling)
-    return results
 
 
 def sweep(problems: Sequence[Problem], policy: Policy, prm: OutcomeReward, task: Task, cfg: SearchConfig, *,
@@ -260,10 +295,11 @@ def sweep(problems: Sequence[Problem], policy: Policy, prm: OutcomeReward, task:
         for spec, size in bar:
             bar.set_postfix_str(f"{spec.method}@{size}")
             check_stop("scaling sweep")
-            if spec.method == "greedy":
+            searcher = SEARCHERS[spec.method]
+            if searcher.kind == "greedy":
                 groups = _generate(policy, problems, Sampling(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens))
                 rows.append(_row("greedy", 1, problems, task, [g[0].text for g in groups], [g[0].cost for g in groups]))
-            elif spec.method in SAMPLING_METHODS:
+            elif searcher.kind == "sampling":
                 if shared is None:
                     n_max = max(max(cfg.sizes(m)) for m in cfg.methods if m in SAMPLING_METHODS)
                     groups = _generate(policy, problems, Sampling(n=n_max, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -276,7 +312,7 @@ def sweep(problems: Sequence[Problem], policy: Policy, prm: OutcomeReward, task:
                 if cacheable and cfg.prefix_cache_mb > 0:
                     policy.set_prefix_cache(cfg.prefix_cache_mb)
                 try:
-                    results = _tree_search(spec, size, problems, policy, prm, task, sampling)
+                    results = searcher.run(problems, policy, prm, task, spec.settings(size), sampling)
                 finally:
                     if cacheable:
                         policy.set_prefix_cache(0)

@@ -40,15 +40,16 @@ GROUP = "ponder.tasks"
 _loaded_entry_points = False
 
 
-def import_plugin(spec: str) -> ModuleType:
-    """Import a module by dotted name, or a `.py` file by path; the module, once (cached)."""
+def import_plugin(spec: str, kind: str = "task") -> ModuleType:
+    """Import a module by dotted name, or a `.py` file by path; the module, once (cached). `kind`
+    names what the plugin adds in error messages (task, learner)."""
     if not isinstance(spec, str) or not spec.strip():
-        raise TaskError(f"task plugin must name a module or a .py file, got {spec!r}")
+        raise TaskError(f"{kind} plugin must name a module or a .py file, got {spec!r}")
     spec = spec.strip()
     if spec.endswith(".py") or "/" in spec or "\\" in spec:
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise TaskError(f"task plugin {spec!r}: no such file (relative paths are from {Path.cwd()})")
+            raise TaskError(f"{kind} plugin {spec!r}: no such file (relative paths are from {Path.cwd()})")
         name = f"ponder_plugin_{path.stem}"
         resolved = str(path.resolve())
         if name in sys.modules and getattr(sys.modules[name], "__file__", None) == resolved:
@@ -60,16 +61,16 @@ def import_plugin(spec: str) -> ModuleType:
             module_spec.loader.exec_module(module)
         except Exception as e:  # whatever the plugin raises, name the plugin
             del sys.modules[name]
-            raise TaskError(f"task plugin {spec!r} failed to import: {type(e).__name__}: {e}") from e
+            raise TaskError(f"{kind} plugin {spec!r} failed to import: {type(e).__name__}: {e}") from e
         return module
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as e:
         if e.name and spec.startswith(e.name):
-            raise TaskError(f"task plugin {spec!r}: no module named {e.name!r} (a file needs its .py suffix)") from None
-        raise TaskError(f"task plugin {spec!r} failed to import: {type(e).__name__}: {e}") from e
+            raise TaskError(f"{kind} plugin {spec!r}: no module named {e.name!r} (a file needs its .py suffix)") from None
+        raise TaskError(f"{kind} plugin {spec!r} failed to import: {type(e).__name__}: {e}") from e
     except Exception as e:
-        raise TaskError(f"task plugin {spec!r} failed to import: {type(e).__name__}: {e}") from e
+        raise TaskError(f"{kind} plugin {spec!r} failed to import: {type(e).__name__}: {e}") from e
 
 
 def load_entry_points(register, *, force: bool = False) -> None:
