@@ -275,6 +275,10 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     raise ConfigError(f"{source}: {key}: unsupported setting type {_type_name(tp)}")
 
 
+_MOVED = {"expert_iteration": " ([expert_iteration] moved to [learn.expert_iteration], its rounds and problems to [learn])"}
+"""Top-level tables of older recipes, and where their settings went."""
+
+
 def build(cls: type, data: dict, where: str, source: str, base: Any = None):
     """Build dataclass `cls` from a TOML table, refusing unknown keys and bad values. Keys the table
     leaves out keep their values in `base` (the enclosing default) if given, else the class defaults."""
@@ -283,8 +287,7 @@ def build(cls: type, data: dict, where: str, source: str, base: Any = None):
     prefix = f"{where}." if where else ""
     for key in data:
         if key not in fields:
-            moved = (" ([expert_iteration] moved to [learn.expert_iteration], its rounds and problems to [learn])"
-                     if cls is RunConfig and key == "expert_iteration" else "")
+            moved = _MOVED.get(key, "") if cls is RunConfig else ""
             raise ConfigError(f"{source}: unknown key '{prefix}{key}' (allowed: {', '.join(fields)}){moved}")
     kwargs = {f.name: getattr(base, f.name) for f in fields.values() if f.init} if base is not None else {}
     for k, v in data.items():
