@@ -64,6 +64,8 @@ def test_real_effects_hold_and_their_sizes_are_the_paired_differences():
     cs = _by_id(claims(_results(), seed=0))
     assert cs["search_scaling"]["verdict"] == "holds"
     assert cs["search_scaling"]["effect"] == pytest.approx(0.08)
+    assert cs["weighted_scaling"]["effect"] == pytest.approx(0.14) and cs["weighted_scaling"]["verdict"] == "holds"
+    assert "prm_vote@16 - prm_vote@1" in cs["weighted_scaling"]["evidence"]
     assert cs["weighted_vote"]["effect"] == pytest.approx(0.06) and cs["weighted_vote"]["verdict"] == "holds"
     assert cs["learning"]["effect"] == pytest.approx(0.09) and cs["learning"]["verdict"] == "holds"
     assert cs["learning_round1"]["effect"] == pytest.approx(0.05)
@@ -95,7 +97,7 @@ def test_what_a_recipe_did_not_run_is_not_measured():
     res = {"init": {}, "eval_init": {"greedy_accuracy": 0.5, "greedy_per_problem": [1.0, 0.0],
                                      "search": [_row("majority", 4, [1.0, 0.0])]}}
     cs = _by_id(claims(res, seed=0))
-    for cid in ("search_scaling", "weighted_vote", "prm_search", "small_vs_big", "learning", "entropy",
+    for cid in ("search_scaling", "weighted_scaling", "weighted_vote", "prm_search", "small_vs_big", "learning", "entropy",
                 "overoptimization"):
         assert cs[cid]["verdict"] == "not measured", cid
         assert cs[cid]["effect"] is None
@@ -107,6 +109,7 @@ def test_old_runs_without_per_problem_scores_are_not_measured():
         del row["per_problem"]
     cs = _by_id(claims(res, seed=0))
     assert cs["search_scaling"]["verdict"] == "not measured" and cs["weighted_vote"]["verdict"] == "not measured"
+    assert cs["weighted_scaling"]["verdict"] == "not measured"
 
 
 def test_entropy_claim_from_a_falling_entropy_and_rising_reward():

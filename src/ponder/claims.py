@@ -7,6 +7,9 @@ needs. Which rows a claim compares is fixed here, before any number is seen, so 
 by picking its best-looking row:
 
   search_scaling      majority vote of the largest N against one sample (majority@1), first evaluation
+  weighted_scaling    the same for the PRM-weighted vote (ORM-weighted without a PRM): where the vote
+                      follows the policy's mode (a systematic error), majority cannot scale but a vote a
+                      reward model weighs can
   weighted_vote       PRM-weighted vote (ORM-weighted without a PRM) against plain majority, largest N
   prm_search          PRM beam search at its largest width against best-of-N by the PRM at the smallest N
                       that generates at least as many tokens (best-of-N gets the compute advantage)
@@ -70,6 +73,20 @@ def search_scaling(results: dict, seed: int) -> dict:
         return _claim("search_scaling", statement, None, "needs eval.n with two sizes or more")
     return _claim("search_scaling", statement, paired(a, b, seed=stable_seed(seed, "search_scaling")),
                   f"majority@{ns[-1]} - majority@{ns[0]}, eval_init, {len(a)} problems")
+
+
+def weighted_scaling(results: dict, seed: int) -> dict:
+    statement = "test-time search: accuracy rises with the number of samples (reward-weighted vote)"
+    res = results.get("eval_init", {})
+    for model in ("prm", "orm"):
+        ns = _ns(res, f"{model}_vote")
+        if len(ns) > 1:
+            a, b = _scores(res, f"{model}_vote", ns[-1]), _scores(res, f"{model}_vote", ns[0])
+            if a is not None and b is not None:
+                return _claim("weighted_scaling", statement,
+                              paired(a, b, seed=stable_seed(seed, "weighted_scaling")),
+                              f"{model}_vote@{ns[-1]} - {model}_vote@{ns[0]}, eval_init, {len(a)} problems")
+    return _claim("weighted_scaling", statement, None, "needs a trained reward model and eval.n with two sizes or more")
 
 
 def weighted_vote(results: dict, seed: int) -> dict:
@@ -160,7 +177,7 @@ def overoptimization() -> dict:
 
 def claims(results: dict, *, seed: int, curves: dict | None = None) -> list[dict]:
     """Every headline claim of the roadmap, measured from a run's results where it can be."""
-    return [search_scaling(results, seed), weighted_vote(results, seed), prm_search(results, seed), small_vs_big(),
+    return [search_scaling(results, seed), weighted_scaling(results, seed), weighted_vote(results, seed), prm_search(results, seed), small_vs_big(),
             *learning(results, seed), entropy(curves, seed), overoptimization()]
 
 
