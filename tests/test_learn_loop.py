@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from ponder.cli import main
+from ponder.config import ConfigError, load_recipe
 from ponder.learn.base import Learner
-from ponder.learn.rounds import LEARNERS, register_learner
+from ponder.learn.rounds import GROUP, LEARNERS, register_learner
 from ponder.learn.sft import train_sft
 from ponder.runs import Run
+from ponder.tasks import plugins
 from ponder.training import SFTConfig
 
 BASE = [
@@ -207,3 +209,49 @@ def test_the_readme_learner_runs_from_its_plugin_file(tmp_path, init_checkpoint,
     ckpt = tmp_path / "vote" / "checkpoints"
     assert (ckpt / "init" / "model.safetensors").read_bytes() != (ckpt / "round1" / "model.safetensors").read_bytes()
     assert json.loads((tmp_path / "vote" / "summary.json").read_text())["learner"] == "vote_sft"
+
+
+LEARNER_PACKAGE = '''
+from ponder.learn.base import Learner
+
+
+class Idle(Learner):
+    """A learner from an installed package: it trains nothing."""
+
+    name, table = "idle", "options"
+
+    def learn(self, policy, cfg, rnd, data=None, stats=None, checkpointing=None):
+        return {"sample_tokens": 0, "train_tokens": 0, "train_steps": 0}
+'''
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A package `idle_pkg` whose dist-info declares the entry point it is given."""
+    site = tmp_path / "site"
+    (site / "idle_pkg").mkdir(parents=True)
+    (site / "idle_pkg" / "__init__.py").write_text(LEARNER_PACKAGE)
+    info = site / "idle_pkg-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: idle-pkg\nVersion: 0.1\n")
+    monkeypatch.syspath_prepend(str(site))
+    plugins._loaded_groups.discard(GROUP)
+    yield lambda entry: (info / "entry_points.txt").write_text(f"[{GROUP}]\n{entry}\n")
+    monkeypatch.undo()
+    LEARNERS.pop("idle", None)
+    sys.modules.pop("idle_pkg", None)
+    plugins._loaded_groups.discard(GROUP)
+
+
+def test_an_installed_learner_is_found_by_its_entry_point(tmp_path, site):
+    site("idle = idle_pkg:Idle")
+    cfg = load_recipe(None, ["learn.learner=idle"])
+    assert type(cfg.learn.learner_object).__module__ == "idle_pkg"
+    assert _run(tmp_path, "idle", ["init.demos=200", "init.sft.steps=2", "learn.learner=idle", "learn.rounds=1"]) == 0
+    assert json.loads((tmp_path / "idle" / "state.json").read_text())["results"]["round1"]["train_steps"] == 0
+
+
+def test_a_learner_entry_point_must_carry_the_learners_name(site):
+    site("sleepy = idle_pkg:Idle")
+    with pytest.raises(ConfigError, match=r"\[learn\] learner entry point 'sleepy'.*its name is 'idle'"):
+        load_recipe(None, ["learn.learner=sleepy"])

@@ -163,10 +163,10 @@ def test_an_installed_entry_point_is_found_by_name(site, tmp_path, capsys):
 
 def test_an_entry_point_must_carry_the_class_name(site):
     _install(site, "triple = tripling_pkg:Tripling")
-    with pytest.raises(TaskError, match="entry point 'triple'.*the class's name is 'tripling'"):
+    with pytest.raises(TaskError, match="entry point 'triple'.*its name is 'tripling'"):
         load_entry_points(register, force=True)
     with pytest.raises(ConfigError, match=r"task\.name: task entry point 'triple'"):
-        plugins._loaded_entry_points = False
+        plugins._loaded_groups.clear()
         load_recipe(None, ["task.name=nothing"])
 
 

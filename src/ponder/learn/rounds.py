@@ -9,11 +9,14 @@ it, then evaluate. How the loop drives a learner, and what a learner must provid
   mid-round checkpoints), reinforce, rloo, grpo, dr_grpo, ppo and dpo (on-policy);
 - added: `register_learner(obj)` from any module, which a recipe can import before its learner is
   looked up with `[learn] plugin = "my_learner.py"` (a file, relative to the current directory) or
-  `"my_package.learners"` (a module).
+  `"my_package.learners"` (a module); or an installed package's entry point in the `ponder.learners`
+  group (a Learner object or class, whose `name` the entry point carries), loaded the first time a
+  recipe names a learner ponder does not know.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +28,10 @@ from ponder.learn.expert_iteration import ExpertIterationConfig
 from ponder.learn.ppo import PPOConfig
 from ponder.learn.rl import RLConfig
 from ponder.tasks.base import TaskError
-from ponder.tasks.plugins import import_plugin
+from ponder.tasks.plugins import import_plugin, load_entry_points
 
+GROUP = "ponder.learners"
+"""The entry-point group through which installed packages declare learners."""
 LEARNERS: dict[str, Learner] = {}
 """Every learner a recipe can name, by name (the built-in ones first, in the order of the docs)."""
 
@@ -45,8 +50,15 @@ for _learner in (expert_iteration.LEARNER, distill.LEARNER, *rl.LEARNERS, ppo.LE
     register_learner(_learner)
 
 
+def _register_entry(obj) -> None:
+    register_learner(obj() if inspect.isclass(obj) else obj)
+
+
 def get_learner(name: str) -> Learner:
-    """The registered learner `name`; a ValueError listing the known ones if there is none."""
+    """The registered learner `name` (installed packages' `ponder.learners` entry points are loaded the
+    first time a name is unknown); a ValueError listing the known ones if there is none."""
+    if name not in LEARNERS:
+        load_entry_points(_register_entry, group=GROUP, kind="learner")
     try:
         return LEARNERS[name]
     except KeyError:

@@ -37,7 +37,7 @@ from types import ModuleType
 from ponder.tasks.base import TaskError
 
 GROUP = "ponder.tasks"
-_loaded_entry_points = False
+_loaded_groups: set[str] = set()
 
 
 def import_plugin(spec: str, kind: str = "task") -> ModuleType:
@@ -73,19 +73,22 @@ def import_plugin(spec: str, kind: str = "task") -> ModuleType:
         raise TaskError(f"{kind} plugin {spec!r} failed to import: {type(e).__name__}: {e}") from e
 
 
-def load_entry_points(register, *, force: bool = False) -> None:
-    """Register the tasks of every installed `ponder.tasks` entry point (once, unless `force`)."""
-    global _loaded_entry_points
-    if _loaded_entry_points and not force:
+def load_entry_points(register, *, group: str = GROUP, kind: str = "task", force: bool = False) -> None:
+    """Register what every installed entry point of `group` declares (once a group, unless `force`): an
+    object whose `name` matches the entry point's goes to `register`; a module is only imported (it
+    registers its own). `kind` names what the group adds in error messages (task, learner)."""
+    if group in _loaded_groups and not force:
         return
-    _loaded_entry_points = True
-    for ep in entry_points(group=GROUP):
+    _loaded_groups.add(group)
+    for ep in entry_points(group=group):
         try:
             obj = ep.load()
         except Exception as e:  # whatever the plugin raises, name the plugin
-            raise TaskError(f"task entry point {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}") from e
-        if inspect.isclass(obj):
-            if getattr(obj, "name", None) != ep.name:
-                raise TaskError(f"task entry point {ep.name!r} ({ep.value}): the class's name is "
-                                f"{getattr(obj, 'name', None)!r}; the entry point must carry the same name")
-            register(obj)
+            raise TaskError(f"{kind} entry point {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}"
+                            ) from e
+        if inspect.ismodule(obj):
+            continue
+        if getattr(obj, "name", None) != ep.name:
+            raise TaskError(f"{kind} entry point {ep.name!r} ({ep.value}): its name is "
+                            f"{getattr(obj, 'name', None)!r}; the entry point must carry the same name")
+        register(obj)
