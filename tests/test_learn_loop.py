@@ -255,3 +255,26 @@ def test_a_learner_entry_point_must_carry_the_learners_name(site):
     site("sleepy = idle_pkg:Idle")
     with pytest.raises(ConfigError, match=r"\[learn\] learner entry point 'sleepy'.*its name is 'idle'"):
         load_recipe(None, ["learn.learner=sleepy"])
+
+
+def test_a_registered_learner_resumed_after_a_crash_ends_as_one_never_stopped(tmp_path, counting, monkeypatch):
+    assert _run(tmp_path, "whole", TOY) == 0
+    real, calls = CountingLearner.learn, {"n": 0}
+
+    def crash_in_round2(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash in round 2")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(CountingLearner, "learn", crash_in_round2)
+    with pytest.raises(RuntimeError):
+        _run(tmp_path, "crashed", TOY)
+    monkeypatch.setattr(CountingLearner, "learn", real)
+    assert main(["run", "--quiet", "--resume", str(tmp_path / "crashed")]) == 0
+    whole, crashed = (json.loads((tmp_path / n / "state.json").read_text())["results"] for n in ("whole", "crashed"))
+    assert crashed["round2"]["count"] == 2  # the resumed round found what round 1 left in the run directory
+    assert crashed["eval_round2"]["greedy_per_problem"] == whole["eval_round2"]["greedy_per_problem"]
+    for name in ("round1", "round2"):
+        a, b = (tmp_path / n / "checkpoints" / name / "model.safetensors" for n in ("whole", "crashed"))
+        assert a.read_bytes() == b.read_bytes()
