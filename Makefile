@@ -49,7 +49,7 @@ test-fast: install-dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install-dev
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench tools
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
