@@ -168,3 +168,108 @@ def test_a_bad_misconception_in_a_recipe_is_one_line_naming_it():
         load_recipe(None, ["task.misconception=2"])
     assert "\n" not in str(e.value) and "[task]" in str(e.value) and "misconception must be a probability" in str(e.value)
     assert load_recipe(None, ["task.misconception=0.7"]).make_task().config.misconception == 0.7
+
+
+# -- a teacher that checks and corrects itself -----------------------------------------------------------
+
+
+def _walk(task: Arithmetic, p: Problem) -> dict:
+    """Read a demonstration with checks: columns with a carry coming in, checks, forgotten carries,
+    corrections; asserts every check and redo is where and what the format says."""
+    out = {"carry_in": 0, "checks": 0, "forgot": 0, "corrected": 0}
+    lines, carry_in, i = task.demonstration(p).splitlines()[:-1], 0, 0
+    while i < len(lines):
+        x, y, c = (int(v) for v in lines[i].split("=")[0].split("+"))
+        v = x + y + c
+        out["carry_in"] += carry_in
+        out["forgot"] += carry_in and c == 0
+        if i + 1 < len(lines) and lines[i + 1].startswith("check "):
+            assert carry_in == 1  # only a step with a carry coming in is checked
+            out["checks"] += 1
+            assert lines[i + 1] == f"check {v}-{x}-{y}={c} {'ok' if c == carry_in else 'no'}"
+            i += 1
+            if c != carry_in:  # exposed: the next line redoes the step with the carry
+                out["corrected"] += 1
+                i += 1
+                assert lines[i] == f"{x}+{y}+1={x + y + 1} c{(x + y + 1) // 10}"
+                v = x + y + 1
+        carry_in = v // 10
+        i += 1
+    return out
+
+
+def test_checks_appear_at_their_rate_and_without_a_misconception_all_say_ok():
+    task = Arithmetic(check=0.4, styles=("column", "column_ba"))
+    totals = {"carry_in": 0, "checks": 0}
+    for p in task.problems("train", 2000, seed=2):
+        w = _walk(task, p)
+        totals = {k: totals[k] + w[k] for k in totals}
+        assert w["forgot"] == w["corrected"] == 0
+        demo = task.demonstration(p)
+        assert task.verify(p, demo) == 1.0 and "no" not in demo
+        assert task.step_labels(p, demo.splitlines()) == [1.0] * len(demo.splitlines())
+    sd = (0.4 * 0.6 / totals["carry_in"]) ** 0.5
+    assert totals["carry_in"] > 1500 and abs(totals["checks"] / totals["carry_in"] - 0.4) < 4 * sd
+
+
+def test_a_checked_forgotten_carry_is_corrected_and_only_an_unchecked_one_makes_the_answer_wrong():
+    task = Arithmetic(misconception=0.7, check=0.5)
+    forgot = corrected = 0
+    for p in task.problems("train", 3000, seed=4):
+        w = _walk(task, p)
+        forgot, corrected = forgot + w["forgot"], corrected + w["corrected"]
+        demo = task.demonstration(p)
+        assert (task.verify(p, demo) == 1.0) == (w["forgot"] == w["corrected"])
+        labels = task.step_labels(p, demo.splitlines())
+        if w["forgot"] == w["corrected"]:  # every wrong step corrected: only the wrong steps themselves are 0
+            assert labels.count(0.0) == w["forgot"] and labels[-1] == 1.0
+        else:
+            assert labels[-1] == 0.0
+        b = task.behaviours(p, demo)
+        assert (b["checks"], b["corrections"], b["fixed"], b["broke"]) == (w["checks"], w["corrected"],
+                                                                           w["corrected"], 0)
+    sd = (0.25 / forgot) ** 0.5
+    assert forgot > 800 and abs(corrected / forgot - 0.5) < 4 * sd
+
+
+P245 = Problem(id="245+157", prompt="Q: 245+157\n", answer="402", meta={"a": 245, "b": 157, "op": "+"})
+
+
+@pytest.mark.parametrize(("lines", "labels"), [
+    # the teacher's own corrected trace: only the forgotten carry is wrong
+    (["5+7+0=12 c1", "4+5+0=9 c0", "check 9-4-5=0 no", "4+5+1=10 c1", "2+1+1=4 c0", "check 4-2-1=1 ok", "A: 402"],
+     [1, 0, 1, 1, 1, 1, 1]),
+    # the same wrong step left standing dooms the rest
+    (["5+7+0=12 c1", "4+5+0=9 c0", "2+1+0=3 c0", "A: 392"], [1, 0, 0, 0]),
+    # a check that passes a wrong step is a wrong check
+    (["5+7+0=12 c1", "4+5+0=9 c0", "check 9-4-5=0 ok", "2+1+0=3 c0", "A: 392"], [1, 0, 0, 0, 0]),
+    # a right step "corrected" into a wrong one: the check is wrong, so is all that follows
+    (["5+7+0=12 c1", "4+5+1=10 c1", "check 10-4-5=1 no", "4+5+0=9 c0", "2+1+0=3 c0", "A: 392"],
+     [1, 1, 0, 0, 0, 0]),
+    # a check with a wrong subtraction, a check of nothing, a redo that is still wrong
+    (["5+7+0=12 c1", "4+5+0=9 c0", "check 9-4-5=1 no", "4+5+1=10 c1"], [1, 0, 0, 0]),
+    (["check 12-5-7=0 ok", "5+7+0=12 c1"], [0, 0]),
+    (["5+7+0=12 c1", "5+4+0=9 c0", "check 9-5-4=0 no", "5+4+0=9 c0", "2+1+0=3 c0"], [1, 0, 1, 0, 0]),
+    # the second operand first, checked in the order it was written
+    (["7+5+0=12 c1", "5+4+1=10 c1", "check 10-5-4=1 ok", "1+2+1=4 c0", "A: 402"], [1, 1, 1, 1, 1]),
+])
+def test_gold_labels_of_checked_and_corrected_traces(lines, labels):
+    assert Arithmetic(check=1.0).step_labels(P245, lines) == [float(x) for x in labels]
+
+
+def test_behaviours_count_checks_and_corrections_that_fixed_or_broke_a_step():
+    task = Arithmetic(check=1.0)
+    broke = "5+7+0=12 c1\n4+5+1=10 c1\ncheck 10-4-5=1 no\n4+5+0=9 c0\n2+1+0=3 c0\nA: 392\n"
+    assert task.behaviours(P245, broke) == {"checks": 1, "corrections": 1, "fixed": 0, "broke": 1}
+    plain = "\n".join(task.trace(P245)) + "\n"
+    assert task.behaviours(P245, plain) == {"checks": 0, "corrections": 0, "fixed": 0, "broke": 0}
+    useless = "5+7+0=12 c1\n4+5+0=9 c0\ncheck 9-4-5=0 no\n4+5+0=9 c0\nA: 392\n"  # redone, still wrong
+    assert task.behaviours(P245, useless) == {"checks": 1, "corrections": 1, "fixed": 0, "broke": 0}
+
+
+def test_check_settings_are_checked():
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(TaskError, match="check must be a probability in"):
+            ArithmeticConfig(check=bad)
+    with pytest.raises(TaskError, match="check .* needs op '\\+' and column styles only"):
+        ArithmeticConfig(check=0.5, op="-")

@@ -41,19 +41,55 @@ misconception (with p > 1/2 the wrong step is the likelier one) on exactly the p
 such a column, about 38% of 3-digit ones; sampling still takes the right step some of the time.
 `trace` (and so the gold step labels) stays the true computation: the misconception is in the data,
 not in the task's judgement.
+
+Behaviours: a teacher that checks and corrects itself (`check`, addition's column styles only). After
+a column step with a carry coming in, the teacher checks the step with probability `check` (a stable
+draw per problem and column) by re-deriving the carry it used another way, by subtraction, and
+comparing it with the carry the previous line wrote: `check 10-4-5=1 ok`. When the step forgot the
+carry (the misconception), the check exposes it and the step is redone, so the solution recovers:
+
+    5+7+0=12 c1          (245+157)
+    4+5+0=9 c0
+    check 9-4-5=0 no
+    4+5+1=10 c1
+    2+1+1=4 c0
+    check 4-2-1=1 ok
+    A: 402
+
+Gold step labels judge such traces line by line: a wrong column step is wrong (0), a check is right
+when its subtraction is right and its verdict (`ok` when the difference equals the incoming carry,
+`no` otherwise) is true, and a step redone right after a `no` is right, so a wrong step that the
+solution itself corrects does not doom the steps after it. An uncorrected wrong step, a wrong check,
+or a wrong redo does. `behaviours` reads a solution's checks and corrections for the behaviour metrics.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ponder.tasks.base import ANSWER_PREFIX, BaseTask, TaskError, stable_seed
+from ponder.tasks.base import ANSWER_PREFIX, BaseTask, TaskError, split_steps, stable_seed
 from ponder.types import Problem
 
 OPS = ("+", "-", "*")
 STYLES = ("column", "column_ba", "place")
+STEP = re.compile(r"^(\d+)\+(\d+)\+(\d+)=(\d+) c(\d+)$")
+"""An addition column step as the traces write it: first+second+carry=sum cCARRY."""
+CHECK = re.compile(r"^check (\d+)-(\d+)-(\d+)=(-?\d+) (ok|no)$")
+"""A check line: sum-first-second=difference, then whether the difference is the incoming carry."""
+
+
+def check_line(v: int, first: int, second: int, carry_in: int) -> str:
+    """The check of step `first+second+c=v` when `carry_in` came into its column."""
+    d = v - first - second
+    return f"check {v}-{first}-{second}={d} {'ok' if d == carry_in else 'no'}"
+
+
+def _draw(what: str, problem: Problem, column: int, p: float) -> bool:
+    """A stable draw per problem and column, true with probability `p`."""
+    return p > 0 and (stable_seed(what, problem.id, column) % 1_000_000) < p * 1_000_000
 
 
 @dataclass(frozen=True)
@@ -70,6 +106,9 @@ class ArithmeticConfig:
     misconception: float = 0.0
     """Chance that a demonstration forgets the incoming carry in a column whose digits sum to 9 or more
     (addition, column styles): a teacher with a systematic error (see the module docstring). 0: none."""
+    check: float = 0.0
+    """Chance that a demonstration checks a column step that has a carry coming in, and redoes the step
+    when the check finds the carry forgotten (addition, column styles; see the module docstring). 0: none."""
 
     def __post_init__(self) -> None:
         if not self.styles or any(s not in STYLES for s in self.styles) or len(set(self.styles)) != len(self.styles):
@@ -81,11 +120,12 @@ class ArithmeticConfig:
             raise TaskError(f"task arithmetic: digits must be in 1..12, got {self.digits}")
         if self.op not in OPS:
             raise TaskError(f"task arithmetic: op must be one of {', '.join(OPS)}, got {self.op!r}")
-        m = self.misconception
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0:
-            raise TaskError(f"task arithmetic: misconception must be a probability in [0, 1], got {m!r}")
-        if m and (self.op != "+" or "place" in self.styles):
-            raise TaskError("task arithmetic: misconception (a forgotten carry) needs op '+' and column styles only")
+        for name, what in (("misconception", "a forgotten carry"), ("check", "a carry check")):
+            m = getattr(self, name)
+            if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0:
+                raise TaskError(f"task arithmetic: {name} must be a probability in [0, 1], got {m!r}")
+            if m and (self.op != "+" or "place" in self.styles):
+                raise TaskError(f"task arithmetic: {name} ({what}) needs op '+' and column styles only")
 
 
 class Arithmetic(BaseTask):
@@ -114,8 +154,12 @@ class Arithmetic(BaseTask):
     def forgets(self, problem: Problem, column: int) -> bool:
         """Whether the teacher forgets the carry into `column` (0: the ones) when it has the chance:
         a stable draw per problem and column, true with probability `misconception`."""
-        p = self.config.misconception
-        return p > 0 and (stable_seed("misconception", problem.id, column) % 1_000_000) < p * 1_000_000
+        return _draw("misconception", problem, column, self.config.misconception)
+
+    def checks(self, problem: Problem, column: int) -> bool:
+        """Whether the teacher checks its step of `column` when a carry comes into it: a stable draw per
+        problem and column, true with probability `check`."""
+        return _draw("check", problem, column, self.config.check)
 
     def trace(self, problem: Problem, style: str | None = None, *, teacher: bool = False) -> list[str]:
         """The canonical chain of thought of a strategy, one string per step (the last is the answer).
@@ -139,11 +183,17 @@ class Arithmetic(BaseTask):
             carry, total = 0, 0  # total: the sum the written steps add up to (the teacher's answer)
             for i, (x, y) in enumerate(zip(da, db)):
                 if op == "+":
-                    if teacher and carry and x + y >= 9 and self.forgets(problem, i):
-                        carry = 0  # the misconception: the incoming carry is forgotten
-                    v = x + y + carry
                     first, second = (y, x) if style == "column_ba" else (x, y)
-                    steps.append(f"{first}+{second}+{carry}={v} c{v // 10}")
+                    used = carry
+                    if teacher and carry and x + y >= 9 and self.forgets(problem, i):
+                        used = 0  # the misconception: the incoming carry is forgotten
+                    v = x + y + used
+                    steps.append(f"{first}+{second}+{used}={v} c{v // 10}")
+                    if teacher and carry and self.checks(problem, i):
+                        steps.append(check_line(v, first, second, carry))
+                        if used != carry:  # the check exposed the forgotten carry: redo the step
+                            v = x + y + carry
+                            steps.append(f"{first}+{second}+{carry}={v} c{v // 10}")
                     total += (v % 10) * 10**i
                     carry = v // 10
                 else:
@@ -183,15 +233,105 @@ class Arithmetic(BaseTask):
 
         The two column orders are one strategy: a column step is right if it matches that column's
         step in either order (the operands read in either order, with the same sum and carry), so a
-        solution that switches order between columns is still right step by step."""
+        solution that switches order between columns is still right step by step. Addition's column
+        strategy is judged line by line, checks and corrections included (see the module docstring)."""
         column = [[t.strip() for t in alts] for alts in zip(*(self.trace(problem, s) for s in ("column", "column_ba")))]
         place = [[t.strip()] for t in self.trace(problem, "place")]
         best: list[float] = []
         for reference in (column, place):
-            labels, ok = [], True
-            for i, step in enumerate(steps):
-                ok = ok and i < len(reference) and step.strip() in reference[i]
-                labels.append(1.0 if ok else 0.0)
+            if reference is column and problem.meta["op"] == "+":
+                labels = self._column_labels(problem, steps, column)
+            else:
+                labels, ok = [], True
+                for i, step in enumerate(steps):
+                    ok = ok and i < len(reference) and step.strip() in reference[i]
+                    labels.append(1.0 if ok else 0.0)
             if sum(labels) > sum(best) or not best:
                 best = labels
         return best
+
+    def _carries_in(self, problem: Problem) -> list[int]:
+        """The true carry into each column of an addition, ones first."""
+        d = self.config.digits
+        da, db = ([int(c) for c in str(v).zfill(d)][::-1] for v in (problem.meta["a"], problem.meta["b"]))
+        carries = [0]
+        for x, y in zip(da, db):
+            carries.append((x + y + carries[-1]) // 10)
+        return carries[:d]
+
+    def _column_labels(self, problem: Problem, steps: Sequence[str], reference: list[list[str]]) -> list[float]:
+        """Addition's column strategy judged line by line: a step with its column's operands but a wrong
+        carry or sum is wrong (0) yet may be checked and redone; a right check (its subtraction right,
+        its verdict true) is right; a redo that matches the true step is right and the solution goes on.
+        Anything else (an unchecked wrong step, a wrong check, a wrong redo, a stray line) dooms the
+        rest."""
+        d, carries = self.config.digits, self._carries_in(problem)
+        operands = [sorted(int(v) for v in STEP.match(alts[0]).groups()[:2]) for alts in reference[:d]]
+        labels: list[float] = []
+        col, ok, redo = 0, True, False
+        last: dict | None = None  # the last column step written: its numbers, column, rightness, checked
+        for raw in steps:
+            line, label = raw.strip(), 0.0
+            step, check = STEP.match(line), CHECK.match(line)
+            if not ok:
+                pass
+            elif redo:  # the line after a `no`: the step redone
+                redo = False
+                if line in reference[last["column"]]:
+                    label, col = 1.0, last["column"] + 1
+                    last = {**last, "right": True, "checked": False, "numbers": [int(v) for v in step.groups()]}
+                else:
+                    ok = False
+            elif check:
+                v, first, second, diff = (int(g) for g in check.groups()[:4])
+                if last is None or last["checked"] or [v, first, second] != [last["numbers"][3], *last["numbers"][:2]]:
+                    ok = False
+                else:
+                    truth = "ok" if diff == carries[last["column"]] else "no"
+                    if diff == v - first - second and check.group(5) == truth:
+                        label, last["checked"], redo = 1.0, True, truth == "no"
+                    else:
+                        ok = False
+            elif last is not None and not last["right"]:  # a wrong step left standing
+                ok = False
+            elif col < d and step and sorted(int(v) for v in step.groups()[:2]) == operands[col]:
+                right = line in reference[col]
+                label = 1.0 if right else 0.0
+                last = {"numbers": [int(v) for v in step.groups()], "column": col, "right": right, "checked": False}
+                col += right
+            elif col == d and line in reference[d]:
+                label, col, last = 1.0, d + 1, None
+            else:
+                ok = False
+            labels.append(label)
+        return labels
+
+    def behaviours(self, problem: Problem, text: str) -> dict[str, int]:
+        """What an addition solution did with the column strategy: `checks` (check lines), `corrections`
+        (steps redone after a `no` check), of which `fixed` (the step before it was wrong and the redone
+        one is right) and `broke` (the step before it was right and the redone one is not)."""
+        out = {"checks": 0, "corrections": 0, "fixed": 0, "broke": 0}
+        if problem.meta["op"] != "+":
+            return out
+        reference = [[t.strip() for t in alts]
+                     for alts in zip(*(self.trace(problem, s) for s in ("column", "column_ba")))][: self.config.digits]
+        lines = [line.strip() for line in split_steps(text)]
+        col, previous = 0, None  # previous: (line, column) of the last column step
+        i = 0
+        while i < len(lines):
+            line = lines[i]
+            check = CHECK.match(line)
+            if check:
+                out["checks"] += 1
+                if check.group(5) == "no" and i + 1 < len(lines) and STEP.match(lines[i + 1]) and previous:
+                    before, column = previous
+                    after = lines[i + 1]
+                    right = [column < len(reference) and x in reference[column] for x in (before, after)]
+                    out["corrections"] += 1
+                    out["fixed"] += not right[0] and right[1]
+                    out["broke"] += right[0] and not right[1]
+                    previous, i = (after, column), i + 1  # the redo stands for its column
+            elif STEP.match(line):
+                previous, col = (line, col), col + 1
+            i += 1
+        return out
