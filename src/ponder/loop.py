@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ponder.behaviour import has_behaviours
+from ponder.behaviour import per_problem as behaviour_rows
 from ponder.config import ConfigError, RunConfig
 from ponder.convergence import CONVERGENCE_AT, convergence, convergence_line
 from ponder.eval import evaluate, greedy_accuracy
@@ -117,6 +119,9 @@ def _eval_phase(run: Run, cfg: RunConfig, policy, task, problems, phase: str, pr
            "greedy_per_problem": res["greedy_per_problem"]}  # per-problem scores: the report's intervals
     if rewards:
         out["reward_models"] = evaluate_reward_models(rewards, task, problems, res["samples"], ns=ev.n)
+    if has_behaviours(task):  # per problem: the report's behaviour rates and their intervals
+        out["behaviours"] = {"greedy": behaviour_rows(task, problems, [[g] for g in res["greedy_samples"]]),
+                             "sampled": behaviour_rows(task, problems, res["samples"])}
     run.log({"phase": phase, "step": 0, "greedy_accuracy": out["greedy_accuracy"],
              **{f"{r['method']}@{r['n']}": r["accuracy"] for r in res["search"]}})
     return out

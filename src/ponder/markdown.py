@@ -61,8 +61,12 @@ def single_run(summary: dict) -> str:
                 "problem):"), "", _table(["method", "size", "accuracy", "tokens generated", "tokens encoded"], [
                     [r["method"], str(r["size"]), _pct_single(r["accuracy"], r.get("ci")),
                      f"{r['tokens_generated']:.0f}", f"{r['tokens_encoded']:.0f}"] for r in scaling])]
-    from ponder.report import claim_effect
+    from ponder.report import behaviour_rows, claim_effect, shows_behaviours
 
+    if shows_behaviours(summary):
+        rows = behaviour_rows(summary)
+        out += ["", "Behaviours (checks and corrections; 95% bootstrap intervals over problems):", "",
+                _table(list(rows[0]), [[str(v) for v in r.values()] for r in rows])]
     out += ["", "Claims (paired differences, 95% bootstrap intervals, computed verdicts):", "",
             _table(["claim", "effect", "verdict"],
                    [_claim_row(c["statement"], claim_effect(c), c["verdict"]) for c in summary.get("claims", [])])]

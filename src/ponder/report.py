@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from ponder.behaviour import summarize as summarize_behaviours
 from ponder.claims import accuracy_interval, claims, comparisons
 from ponder.convergence import convergence, convergence_line
 from ponder.runs import write_atomic, write_json
@@ -49,7 +50,10 @@ def build_summary(config: dict, results: dict, metrics: list[dict] | None = None
                            "problems": len(res.get("greedy_per_problem") or []) or None,
                            "train_tokens": train_tokens, "sample_tokens": sample_tokens,
                            "training_compute_tokens": train_tokens + sample_tokens,
-                           "learning_compute_tokens": learn_tokens})
+                           "learning_compute_tokens": learn_tokens,
+                           **({"behaviours": {kind: summarize_behaviours(rows, seed=seed, label=f"{name}/{kind}")
+                                              for kind, rows in res["behaviours"].items()}}
+                              if "behaviours" in res else {})})
             search[learned] = [{**{k: v for k, v in r.items() if k != "per_problem"},
                                 "ci": accuracy_interval(r.get("per_problem"), seed=seed,
                                                         label=f"{name}/{r['method']}@{r['n']}")}
@@ -156,6 +160,62 @@ def _plot_learning(summary: dict, out: Path) -> bool:
     ax.set_xlabel("training compute (tokens trained + tokens sampled)")
     ax.set_ylabel("greedy accuracy on held-out problems")
     ax.set_title("Learning from search: accuracy versus training compute")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+BEHAVIOUR_COLUMNS = {"check_rate": "checks", "correction_rate": "corrects", "fixed_per_solution": "fixed / solution",
+                     "broke_per_solution": "broke / solution", "accuracy_corrected": "accuracy if corrected",
+                     "accuracy_uncorrected": "accuracy otherwise", "tokens_per_solution": "tokens / solution"}
+
+
+def shows_behaviours(summary: dict) -> bool:
+    """Whether any evaluation saw a check or a correction (a task without them shows no section)."""
+    return any(b[m]["mean"] for p in summary["phases"] for b in p.get("behaviours", {}).values()
+               for m in ("check_rate", "correction_rate"))
+
+
+def behaviour_rows(summary: dict) -> list[dict]:
+    """One row per evaluation and decoding (greedy, sampled): each behaviour metric with its interval."""
+    rows = []
+    for p in summary["phases"]:
+        for kind, b in p.get("behaviours", {}).items():
+            row = {"phase": p["phase"], "decoding": kind}
+            for metric, title in BEHAVIOUR_COLUMNS.items():
+                v = b[metric]
+                if metric == "tokens_per_solution":
+                    row[title] = f"{v['mean']:.1f} [{v['lo']:.1f}, {v['hi']:.1f}]"
+                elif metric in ("fixed_per_solution", "broke_per_solution"):
+                    row[title] = f"{v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+                else:
+                    row[title] = pct(v["mean"], [v["lo"], v["hi"]] if v["mean"] is not None else None) or "none"
+            rows.append(row)
+    return rows
+
+
+def _plot_behaviours(summary: dict, out: Path) -> bool:
+    if not shows_behaviours(summary):
+        return False
+    phases = [p for p in summary["phases"] if "behaviours" in p]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    xs = range(len(phases))
+    for metric, color in (("check_rate", "tab:blue"), ("correction_rate", "tab:orange"),
+                          ("fixed_per_solution", "tab:green"), ("broke_per_solution", "tab:red")):
+        pts = [p["behaviours"]["sampled"][metric] for p in phases]
+        yerr = [[v["mean"] - v["lo"] for v in pts], [v["hi"] - v["mean"] for v in pts]]
+        a1.errorbar(xs, [v["mean"] for v in pts], yerr=yerr, fmt="-o", capsize=3, color=color,
+                    label=BEHAVIOUR_COLUMNS[metric])
+    pts = [p["behaviours"]["sampled"]["tokens_per_solution"] for p in phases]
+    a2.errorbar(xs, [v["mean"] for v in pts], yerr=[[v["mean"] - v["lo"] for v in pts], [v["hi"] - v["mean"] for v in pts]],
+                fmt="-o", capsize=3, color="tab:purple")
+    a1.set_ylabel("share of sampled solutions")
+    a1.legend(fontsize=8)
+    a2.set_ylabel("tokens per sampled solution")
+    for a in (a1, a2):
+        a.set_xticks(list(xs), [p["phase"] for p in phases])
+    fig.suptitle("Behaviours: checks and corrections of the evaluation's samples")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -287,7 +347,8 @@ def write_report(run_dir: str | Path) -> dict:
     made = [name for name, fn in (("training.png", lambda p: _plot_training(metrics, p)),
                                   ("search.png", lambda p: _plot_search(summary, p)),
                                   ("learning.png", lambda p: _plot_learning(summary, p)),
-                                  ("entropy.png", lambda p: _plot_entropy(metrics, p))) if fn(plots / name)]
+                                  ("entropy.png", lambda p: _plot_entropy(metrics, p)),
+                                  ("behaviours.png", lambda p: _plot_behaviours(summary, p))) if fn(plots / name)]
     search_rows = [{"phase": ph, **r, "accuracy": pct(r["accuracy"], r.get("ci"))}
                    for ph, rows in summary["search"].items() for r in rows]
     phase_rows = [{**p, "greedy_accuracy": pct(p["greedy_accuracy"], p.get("greedy_ci")),
@@ -330,6 +391,13 @@ def write_report(run_dir: str | Path) -> dict:
             parts.append(f'<img src="plots/scaling_{html.escape(ck)}.png" alt="scaling {html.escape(ck)}">')
     for phase, metrics in summary["reward_models"].items():
         parts.append(reward_section(metrics, f"Reward models on the {phase} policy's samples"))
+    if shows_behaviours(summary):
+        rows = behaviour_rows(summary)
+        parts += ["<h2>Behaviours: checks and corrections</h2>",
+                  ("<p>Per evaluation, greedy and the samples at temperature: the share of solutions that check a "
+                  "step and that redo one, the corrections that turned a wrong step right (fixed) or a right step "
+                  "wrong (broke) per solution, accuracy with and without a correction, and solution length; 95% "
+                  "bootstrap intervals over problems.</p>"), _table(rows, list(rows[0]))]
     if summary["learning"]:
         cols = list(dict.fromkeys(c for r in summary["learning"] for c in r if c not in ("sample_flops", "step")))
         parts += [f"<h2>Learning rounds ({html.escape(str(summary.get('learner')))})</h2>",

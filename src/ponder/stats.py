@@ -3,6 +3,8 @@ verdicts on claims, and the aggregate of several seeds.
 
 - `interval(values)`: the mean of per-problem scores (1/0 for verified/failed, or partial credit in
   [0, 1]) and its 95% percentile-bootstrap interval, resampling problems with a seeded generator.
+- `ratio_interval(num, den)`: a rate among only some samples (sum of numerators over sum of
+  denominators across problems) and its bootstrap interval, problems resampled.
 - `paired(a, b)`: the mean of a - b over the *same* problems and the bootstrap interval of that
   difference. Pairing removes the variance that problem difficulty shares between two methods, so a
   3-point gain on 1,000 problems can be decided where two unpaired intervals would overlap.
@@ -72,6 +74,24 @@ def interval(values: Sequence[float], *, seed: int, level: float = LEVEL, resamp
         return {"mean": None, "lo": None, "hi": None, "n": 0}
     lo, hi = percentile_interval(bootstrap_means(arr, seed=seed, resamples=resamples), level)
     return {"mean": float(arr.mean()), "lo": lo, "hi": hi, "n": int(arr.size)}
+
+
+def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], *, seed: int, level: float = LEVEL,
+                   resamples: int = RESAMPLES) -> dict:
+    """{"mean", "lo", "hi", "n"}: sum(numerators) / sum(denominators) over problems (a rate among only
+    some of each problem's samples, such as the accuracy of the samples that corrected a step), with its
+    bootstrap interval (problems resampled, numerator and denominator together). No denominator: None."""
+    num, den = _as_array(numerators, "ratio numerators"), _as_array(denominators, "ratio denominators")
+    if num.size != den.size:
+        raise ValueError(f"ratio_interval: {num.size} numerators but {den.size} denominators")
+    if den.sum() <= 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, num.size, size=(resamples, num.size))
+    sums = den[idx].sum(axis=1)
+    ratios = num[idx].sum(axis=1)[sums > 0] / sums[sums > 0]  # a resample with no denominator has no ratio
+    lo, hi = percentile_interval(ratios, level)
+    return {"mean": float(num.sum() / den.sum()), "lo": lo, "hi": hi, "n": int(den.sum())}
 
 
 def paired(a: Sequence[float], b: Sequence[float], *, seed: int, level: float = LEVEL,

@@ -1,0 +1,107 @@
+"""Behaviour metrics (`ponder.behaviour`): checks and corrections counted on hand-written samples, rates
+with intervals in the summary, the report's section and plot, and the loop keeping them per problem."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ponder.behaviour import per_problem, summarize
+from ponder.cli import main
+from ponder.markdown import run_markdown
+from ponder.report import write_report
+from ponder.stats import ratio_interval
+from ponder.tasks import Arithmetic
+from ponder.types import Problem, Sample
+
+P245 = Problem(id="245+157", prompt="Q: 245+157\n", answer="402", meta={"a": 245, "b": 157, "op": "+"})
+P111 = Problem(id="111+111", prompt="Q: 111+111\n", answer="222", meta={"a": 111, "b": 111, "op": "+"})
+FIXED = "5+7+0=12 c1\n4+5+0=9 c0\ncheck 9-4-5=0 no\n4+5+1=10 c1\n2+1+1=4 c0\nA: 402\n"      # right, corrected
+BROKE = "5+7+0=12 c1\n4+5+1=10 c1\ncheck 10-4-5=1 no\n4+5+0=9 c0\n2+1+0=3 c0\nA: 392\n"     # wrong, corrected
+CHECKED = "5+7+0=12 c1\n4+5+1=10 c1\ncheck 10-4-5=1 ok\n2+1+1=4 c0\nA: 402\n"               # right, checked only
+FORGOT = "5+7+0=12 c1\n4+5+0=9 c0\n2+1+0=3 c0\nA: 392\n"                                     # wrong, plain
+PLAIN = "1+1+0=2 c0\n1+1+0=2 c0\n1+1+0=2 c0\nA: 222\n"                                       # right, plain
+
+
+def _sample(text: str, tokens: int) -> Sample:
+    return Sample(text=text, token_ids=tuple(range(tokens)), logprobs=(0.0,) * tokens, finish="eos")
+
+
+def test_rates_of_hand_written_samples():
+    task = Arithmetic(check=1.0)
+    groups = [[_sample(FIXED, 40), _sample(BROKE, 40), _sample(CHECKED, 30), _sample(FORGOT, 20)],
+              [_sample(PLAIN, 16), _sample(PLAIN, 16)]]
+    rows = per_problem(task, [P245, P111], groups)
+    assert rows["check_rate"] == [0.75, 0.0] and rows["correction_rate"] == [0.5, 0.0]
+    assert rows["fixed_per_solution"] == [0.25, 0.0] and rows["broke_per_solution"] == [0.25, 0.0]
+    assert rows["tokens_per_solution"] == [32.5, 16.0]
+    assert (rows["corrected"], rows["corrected_right"]) == ([2, 0], [1, 0])
+    assert (rows["uncorrected"], rows["uncorrected_right"]) == ([2, 2], [1, 2])
+    s = summarize(rows, seed=0, label="eval_init/sampled")
+    assert s["check_rate"]["mean"] == pytest.approx(0.375) and s["correction_rate"]["n"] == 2
+    assert s["accuracy_corrected"]["mean"] == pytest.approx(0.5)    # 1 of the 2 corrected samples is right
+    assert s["accuracy_uncorrected"]["mean"] == pytest.approx(0.75)  # 3 of the 4 others
+    for v in s.values():
+        assert v["lo"] <= v["mean"] <= v["hi"]
+
+
+def test_ratio_interval_by_hand():
+    r = ratio_interval([1, 0, 2, 0], [1, 1, 2, 0], seed=0)
+    assert r["mean"] == pytest.approx(0.75) and r["n"] == 4 and 0.0 <= r["lo"] <= 0.75 <= r["hi"] <= 1.0
+    assert ratio_interval([0, 0], [0, 0], seed=0)["mean"] is None  # no sample of that kind: no rate
+    with pytest.raises(ValueError, match="2 numerators but 1 denominators"):
+        ratio_interval([1, 0], [1], seed=0)
+
+
+def _hand_run(tmp_path, behaviours: bool):
+    """A run directory written by hand: init, eval_init and one round, with or without behaviour rows."""
+    task = Arithmetic(check=1.0)
+    problems = [P245] * 10
+    hits = [1.0] * 10
+    results = {"init": {"params": 1000, "train_tokens": 10}}
+    for phase, group in (("eval_init", [_sample(FORGOT, 20)]), ("eval_round1", [_sample(FIXED, 40)])):
+        res = {"greedy_accuracy": 1.0, "greedy_tokens": 10, "greedy_per_problem": hits,
+               "search": [{"method": "majority", "n": 1, "accuracy": 1.0, "per_problem": hits}]}
+        if behaviours:
+            res["behaviours"] = {"greedy": per_problem(task, problems, [group] * 10),
+                                 "sampled": per_problem(task, problems, [group * 2] * 10)}
+        results[phase] = res
+        if phase == "eval_init":
+            results["round1"] = {"train_tokens": 5, "sample_tokens": 5}
+    run = tmp_path / ("with" if behaviours else "without")
+    run.mkdir()
+    (run / "state.json").write_text(json.dumps({"results": results, "done": list(results)}))
+    (run / "config.json").write_text(json.dumps({"name": "hand", "seed": 0, "task": {"name": "arithmetic"}}))
+    return run, write_report(run)
+
+
+def test_the_summary_and_report_show_behaviours_across_rounds(tmp_path):
+    run, summary = _hand_run(tmp_path, behaviours=True)
+    b = [p["behaviours"]["sampled"] for p in summary["phases"]]
+    assert [x["correction_rate"]["mean"] for x in b] == [0.0, 1.0]
+    assert [x["fixed_per_solution"]["mean"] for x in b] == [0.0, 1.0]
+    assert b[0]["accuracy_corrected"]["mean"] is None and b[1]["accuracy_corrected"]["mean"] == 1.0
+    html = (run / "report.html").read_text()
+    assert "Behaviours: checks and corrections" in html and (run / "plots" / "behaviours.png").is_file()
+    md = run_markdown(run)
+    assert "| eval_round1 |" not in md and "| round1 | sampled | 100.0% [100.0, 100.0] |" in md
+    run, summary = _hand_run(tmp_path, behaviours=False)
+    assert "behaviours" not in summary["phases"][0]
+    assert "Behaviours: checks" not in (run / "report.html").read_text() and "Behaviours" not in run_markdown(run)
+    assert not (run / "plots" / "behaviours.png").exists()
+
+
+def test_the_loop_keeps_behaviours_per_problem_for_every_evaluation(tmp_path):
+    args = ["run", "--quiet", "--runs-dir", str(tmp_path), "--name", "b"]
+    for s in ["task.digits=2", 'task.styles=["column"]', "task.check=1.0", "task.misconception=0.5",
+              "model.n_layer=1", "model.d_model=32", "model.max_seq_len=80", "init.demos=200", "init.sft.steps=5",
+              "init.sft.batch_size=8", "eval.problems=12", "eval.n=[1,2]", "eval.max_new_tokens=60",
+              "reward.models=[]", "search.methods=[]", "learn.rounds=0"]:
+        args += ["--set", s]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "b" / "state.json").read_text())["results"]["eval_init"]
+    assert set(res["behaviours"]) == {"greedy", "sampled"}
+    assert all(len(v) == 12 for v in res["behaviours"]["sampled"].values())
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["phases"][0]["behaviours"]["greedy"]["tokens_per_solution"]["mean"] > 0
