@@ -37,6 +37,19 @@ def test_lr_no_warmup_and_zero_floor():
     assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
+def test_lr_decays_over_a_share_of_the_steps_then_holds_the_floor():
+    cfg = SFTConfig(steps=20, lr=1.0, warmup=4, min_lr_ratio=0.1, decay=0.75)  # the floor at step 14, then held
+    assert lr_at(4, cfg) == pytest.approx(1.0)
+    assert lr_at(9, cfg) == pytest.approx(0.55)  # half way through the decay: 0.1 + 0.9 * 0.5
+    assert [lr_at(s, cfg) for s in range(14, 20)] == pytest.approx([0.1] * 6)
+    assert lr_at(13, cfg) > 0.1
+    assert [lr_at(s, SFTConfig(steps=15, lr=1.0, warmup=4, decay=1.0)) for s in range(15)] == \
+        [lr_at(s, SFTConfig(steps=15, lr=1.0, warmup=4)) for s in range(15)]
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="decay must be in"):
+            SFTConfig(decay=bad)
+
+
 def test_lr_warmup_longer_than_steps():
     cfg = SFTConfig(steps=3, lr=1.0, warmup=10)
     assert [lr_at(s, cfg) for s in range(3)] == pytest.approx([0.1, 0.2, 0.3])
