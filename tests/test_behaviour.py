@@ -93,7 +93,7 @@ def test_the_summary_and_report_show_behaviours_across_rounds(tmp_path):
 
 
 def test_the_loop_keeps_behaviours_per_problem_for_every_evaluation(tmp_path):
-    args = ["run", "--quiet", "--runs-dir", str(tmp_path), "--name", "b"]
+    args = ["run", "addition", "--quiet", "--runs-dir", str(tmp_path), "--name", "b"]
     for s in ["task.digits=2", 'task.styles=["column"]', "task.check=1.0", "task.misconception=0.5",
               "model.n_layer=1", "model.d_model=32", "model.max_seq_len=80", "init.demos=200", "init.sft.steps=5",
               "init.sft.batch_size=8", "eval.problems=12", "eval.n=[1,2]", "eval.max_new_tokens=60",

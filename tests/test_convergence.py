@@ -70,7 +70,7 @@ def test_a_probe_runs_once_at_its_step_in_eval_mode_and_leaves_training_unchange
 def test_a_run_reports_how_far_init_moved(tmp_path, capsys):
     from test_e2e import TINY
 
-    args = ["run", "--quiet", "--runs-dir", str(tmp_path), "--name", "c"]
+    args = ["run", "addition", "--quiet", "--runs-dir", str(tmp_path), "--name", "c"]
     for s in [*TINY, "init.sft.steps=50", "learn.rounds=0", "search.methods=[]", "reward.models=[]"]:
         args += ["--set", s]
     assert main(args) == 0

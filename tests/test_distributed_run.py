@@ -23,7 +23,7 @@ SETS = [*TINY, "search.prefix_cache_mb=0", 'search.methods=["greedy","majority",
 
 
 def _run(runs, name, *extra):
-    args = ["run", "--quiet", "--runs-dir", str(runs), "--name", name, *extra]
+    args = ["run", "addition", "--quiet", "--runs-dir", str(runs), "--name", name, *extra]
     for s in SETS:
         args += ["--set", s]
     return main(args)

@@ -29,7 +29,7 @@ TINY = [
 
 
 def _run(tmp_path: Path, name: str, extra: list[str] = ()) -> int:
-    args = ["run", "--quiet", "--runs-dir", str(tmp_path), "--name", name]
+    args = ["run", "addition", "--quiet", "--runs-dir", str(tmp_path), "--name", name]
     for s in TINY + list(extra):
         args += ["--set", s]
     return main(args)

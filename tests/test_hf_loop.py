@@ -49,7 +49,7 @@ def _args(runs, name, model_dir, *extra):
     sets = ["policy.backend=hf", f"policy.path={model_dir}", "policy.batch_size=64", "task.digits=1",
             'task.styles=["column"]', "reward.models=[]", "search.methods=[]", "init.sft.steps=0",
             "eval.problems=6", "eval.n=[1,2]", "eval.max_new_tokens=12", "learn.problems=8", *extra]
-    args = ["run", "--quiet", "--runs-dir", str(runs), "--name", name]
+    args = ["run", "addition", "--quiet", "--runs-dir", str(runs), "--name", name]
     for s in sets:
         args += ["--set", s]
     return args

@@ -57,7 +57,7 @@ def _env() -> dict[str, str]:
 
 
 def _run_args(runs_dir: Path, name: str, extra: list[str] = ()) -> list[str]:
-    args = [sys.executable, "-m", "ponder.cli", "run", "--quiet", "--runs-dir", str(runs_dir), "--name", name]
+    args = [sys.executable, "-m", "ponder.cli", "run", "addition", "--quiet", "--runs-dir", str(runs_dir), "--name", name]
     for s in [*RECIPE, *extra]:
         args += ["--set", s]
     return args

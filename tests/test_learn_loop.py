@@ -42,7 +42,7 @@ RL = ["learn.rl.steps=2", "learn.rl.prompts_per_step=8", "learn.rl.group_size=4"
 
 
 def _run(runs: Path, name: str, sets: list[str]) -> int:
-    args = ["run", "--quiet", "--runs-dir", str(runs), "--name", name]
+    args = ["run", "addition", "--quiet", "--runs-dir", str(runs), "--name", name]
     for s in BASE + sets:
         args += ["--set", s]
     return main(args)

@@ -181,6 +181,7 @@ max_new_tokens = 12
 difficulty_samples = 2
 difficulty_bins = 2
 [learn]
+learner = "expert_iteration"
 rounds = 1
 problems = 24
 [learn.expert_iteration]

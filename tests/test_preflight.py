@@ -14,7 +14,7 @@ SMALL = ["init.demos=50", "eval.problems=10", "reward.problems=10", "search.prob
 
 
 def _refusal(overrides: list[str]) -> str:
-    cfg = load_recipe(None, [*SMALL, *overrides])
+    cfg = load_recipe("addition", [*SMALL, *overrides])
     with pytest.raises(ConfigError) as e:
         check_context(cfg, cfg.make_task(), source="r.toml")
     assert "\n" not in str(e.value)
@@ -35,7 +35,7 @@ def test_demonstrations_that_do_not_fit_name_the_length_needed():
     task = make_task("arithmetic")
     longest = max(2 + len(p.prompt) + len(task.demonstration(p)) for p in task.problems("train", 50, 0))
     assert need == longest
-    cfg = load_recipe(None, [*SMALL, f"model.max_seq_len={need}", "eval.max_new_tokens=8", "reward.max_new_tokens=8",
+    cfg = load_recipe("addition", [*SMALL, f"model.max_seq_len={need}", "eval.max_new_tokens=8", "reward.max_new_tokens=8",
                              "search.max_new_tokens=8", "learn.expert_iteration.max_new_tokens=8"])
     check_context(cfg, cfg.make_task(), source="r.toml")  # exactly enough is enough
 
@@ -58,13 +58,13 @@ def test_each_generation_budget_is_checked_and_named(key, phase):
 def test_the_learner_in_use_is_the_one_checked():
     msg = _refusal(["learn.learner=\"grpo\"", "learn.rl.max_new_tokens=90"])
     assert "learn.rl.max_new_tokens = 90" in msg and "grpo prompts" in msg
-    cfg = load_recipe(None, ["learn.rl.max_new_tokens=90"])  # expert iteration runs: rl's budget is unused
+    cfg = load_recipe("addition", ["learn.rl.max_new_tokens=90"])  # expert iteration runs: rl's budget is unused
     assert "learn.rl.max_new_tokens" not in {u.key for u in uses(cfg)}
     check_context(cfg, cfg.make_task(), source="r.toml")
 
 
 def test_phases_a_recipe_skips_are_not_checked():
-    cfg = load_recipe(None, ["reward.models=[]", "search.methods=[]", "learn.rounds=0", "reward.max_new_tokens=500",
+    cfg = load_recipe("addition", ["reward.models=[]", "search.methods=[]", "learn.rounds=0", "reward.max_new_tokens=500",
                              "search.max_new_tokens=500", "learn.expert_iteration.max_new_tokens=500"])
     assert [u.key for u in uses(cfg)] == ["eval.max_new_tokens"]
     check_context(cfg, cfg.make_task(), source="r.toml")

@@ -25,7 +25,7 @@ def _tiny_run(runs_dir, *extra: str) -> list[str]:
             "reward.samples=2", "reward.rollouts=1", "reward.max_new_tokens=20", "reward.train.steps=3",
             "reward.train.batch_size=4", 'search.methods=["greedy","beam"]', "search.problems=3", "search.beam=[1]",
             "search.max_new_tokens=20", "search.difficulty_samples=2", "search.difficulty_bins=1"]
-    return ["run", "--quiet", "--runs-dir", str(runs_dir), "--name", "x"] + [
+    return ["run", "addition", "--quiet", "--runs-dir", str(runs_dir), "--name", "x"] + [
         a for s in sets for a in ("--set", s)] + list(extra)
 
 

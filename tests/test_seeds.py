@@ -14,7 +14,7 @@ FAST = [s for s in TINY if not s.startswith(("search.", "reward."))] + ["reward.
 
 
 def _args(tmp_path, name: str, extra: list[str]) -> list[str]:
-    args = ["run", "--quiet", "--runs-dir", str(tmp_path), "--name", name]
+    args = ["run", "addition", "--quiet", "--runs-dir", str(tmp_path), "--name", name]
     for s in FAST:
         args += ["--set", s]
     return args + extra
