@@ -52,17 +52,26 @@ def test_default_recipe_loads_with_its_values():
     assert cfg == load_recipe("default") == load_recipe("default.toml")
     assert resolve_recipe(None) == RECIPE_DIR / "default.toml"
     assert cfg.name == "default" and cfg.seed == 0
-    assert cfg.task == {"name": "arithmetic", "digits": 3, "op": "+", "styles": ["column", "column_ba"]}
-    assert cfg.task_config() == ArithmeticConfig(digits=3, op="+", styles=("column", "column_ba"))
+    assert cfg.task == {"name": "arithmetic", "digits": 3, "op": "+", "styles": ["column"], "misconception": 0.7}
+    assert cfg.task_config() == ArithmeticConfig(digits=3, op="+", styles=("column",), misconception=0.7)
     assert cfg.model == ModelConfig(n_layer=4, n_head=4, d_model=128, max_seq_len=96)
     assert cfg.policy == PolicyConfig(dtype="float32", batch_size=512)
-    assert cfg.init == InitConfig(demos=20000, sft=SFTConfig(steps=610, batch_size=64, lr=3e-3, warmup=20))
+    assert cfg.init == InitConfig(demos=20000, sft=SFTConfig(steps=800, batch_size=64, lr=3e-3, warmup=20, decay=0.75))
     assert cfg.eval == EvalConfig(problems=200, n=(1, 4, 16), temperature=0.5, max_new_tokens=64)
     assert isinstance(cfg.eval.n, tuple)
+    assert (cfg.learn.learner, cfg.learn.rounds, cfg.learn.problems) == ("rloo", 2, 1000)
+    assert (cfg.learn.rl.steps, cfg.learn.rl.prompts_per_step, cfg.learn.rl.lr) == (5, 64, 1e-4)
+
+
+def test_the_addition_recipe_is_the_plain_task_the_learners_and_tests_start_from():
+    cfg = load_recipe("addition")
+    assert cfg.task == {"name": "arithmetic", "digits": 3, "op": "+", "styles": ["column", "column_ba"]}
+    assert cfg.init == InitConfig(demos=20000, sft=SFTConfig(steps=610, batch_size=64, lr=3e-3, warmup=20))
     assert (cfg.learn.learner, cfg.learn.rounds, cfg.learn.problems) == ("expert_iteration", 2, 1000)
     assert cfg.learn.expert_iteration == ExpertIterationConfig(
         samples=4, temperature=1.0, max_new_tokens=64, keep_per_problem=1, epochs=0.0,
         sft=SFTConfig(steps=150, batch_size=64, lr=1e-3, warmup=10))
+    assert load_recipe("learn_ei").task == cfg.task and load_recipe("learn_grpo").init == cfg.init
 
 
 def test_empty_recipe_is_all_defaults(tmp_path):
@@ -207,7 +216,7 @@ def test_parse_override_bad_form(bad):
 def test_overrides_apply_and_validate():
     cfg = load_recipe("default", ["seed=5", "init.sft.steps=7", "eval.n=[1, 2]", "name=quick", "task.digits=2"])
     assert cfg.seed == 5 and cfg.init.sft.steps == 7 and cfg.eval.n == (1, 2) and cfg.name == "quick"
-    assert cfg.task == {"name": "arithmetic", "digits": 2, "op": "+", "styles": ["column", "column_ba"]}
+    assert cfg.task == {"name": "arithmetic", "digits": 2, "op": "+", "styles": ["column"], "misconception": 0.7}
     assert cfg.init.sft.batch_size == 64  # untouched siblings keep the recipe's values
     with pytest.raises(ConfigError) as e:
         load_recipe("default", ["init.sft.stepz=3"])
@@ -234,7 +243,7 @@ def test_to_toml_round_trip_default(tmp_path):
 
 
 def test_to_toml_round_trip_unusual_values(tmp_path):
-    cfg = load_recipe("default", [
+    cfg = load_recipe("addition", [
         'name="we\\"ird \\\\ name\\ttab"', "init.sft.lr=1e-5", "learn.expert_iteration.threshold=0.5",
         "eval.n=[2, 3, 64]", "task.digits=5", "task.op=-", 'task.styles=["column"]', "seed=12345678901", "model.rope_base=1e20",
     ])

@@ -143,11 +143,11 @@ JSONL_RUN = ["--set", "model.n_layer=1", "--set", "model.d_model=32", "--set", "
 def test_bad_data_line_is_rejected_before_any_work(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     _jsonl(data, bad_line='{"question": "What is 1 plus 1?", "answer": "two"}')
-    args = ["run", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--set", "task.name=jsonl",
+    args = ["run", "addition", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--set", "task.name=jsonl",
             "--set", f"task.path={data}", "--set", "task.digits=3"]
     assert main(args) == 2  # digits is not a jsonl setting
     assert "task.digits" in capsys.readouterr().err
-    args = ["run", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--set", f"task={{name='jsonl', path='{data}'}}"]
+    args = ["run", "addition", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--set", f"task={{name='jsonl', path='{data}'}}"]
     assert main(args + JSONL_RUN) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{data}:6:" in err and "number" in err
@@ -157,7 +157,7 @@ def test_bad_data_line_is_rejected_before_any_work(tmp_path, capsys):
 def test_skipped_bad_lines_are_counted_in_the_summary(tmp_path):
     data = tmp_path / "data.jsonl"
     _jsonl(data, bad_line="this is not json")
-    args = ["run", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--name", "j",
+    args = ["run", "addition", "--quiet", "--runs-dir", str(tmp_path / "runs"), "--name", "j",
             "--set", f"task={{name='jsonl', path='{data}', skip_bad_lines=true}}"]
     assert main(args + JSONL_RUN) == 0
     summary = json.loads((tmp_path / "runs" / "j" / "summary.json").read_text())
