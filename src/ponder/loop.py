@@ -150,15 +150,15 @@ class _RunStore:
         self.earlier = rounds[: rounds.index(phase)]
         self._prm = None
 
+    def _beside(self, phase: str, name: str) -> Path:
+        return self.run.checkpoint_dir(phase).with_name(f"{phase}.{name}")
+
     def path(self, name: str) -> Path:
-        return self.run.checkpoint_dir(self.phase).with_name(f"{self.phase}.{name}")
+        return self._beside(self.phase, name)
 
     def previous(self, name: str) -> Path | None:
-        for phase in reversed(self.earlier):
-            path = self.run.checkpoint_dir(phase).with_name(f"{phase}.{name}")
-            if path.exists():
-                return path
-        return None
+        found = (self._beside(phase, name) for phase in reversed(self.earlier))
+        return next((path for path in found if path.exists()), None)
 
     def prm(self):
         if self._prm is None:  # loaded once a round: the search half and the learning half share it
