@@ -2,10 +2,12 @@
 trees, and whether their results agree.
 
     git worktree add /tmp/before <commit>
-    python tools/learner_equality.py /tmp/before/src src runs/equality
+    python tools/learner_equality.py /tmp/before/src src runs/equality [--recipe addition]
 
 Each learner runs `ponder run` (2-digit addition, a 2-layer model, 300 init SFT steps, two rounds on 32
-problems, 40 held-out problems) once per tree, the tree put first on PYTHONPATH. The table compares
+problems, 40 held-out problems) once per tree, the tree put first on PYTHONPATH. The overrides apply to
+each tree's own default recipe, or to `--recipe NAME` where both trees have it: compare trees whose
+recipe agrees (the default changed at 70ddfff; `addition` is the one before it). The table compares
 summary.json and the state's results, timings aside (a claim only one side has is listed, not counted
 as a difference), and the md5 of each round-2 checkpoint. The recipes make the tiny policy worse: they
 check equality, not learning. About 4 minutes a tree on 2 CPU cores.
@@ -13,6 +15,7 @@ check equality, not learning. About 4 minutes a tree on 2 CPU cores.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
@@ -42,12 +45,13 @@ RL = ["learn.rl.steps=3", "learn.rl.prompts_per_step=8", "learn.rl.group_size=4"
 CODE = "import sys; from ponder.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def run_all(src: Path, out: Path) -> None:
+def run_all(src: Path, out: Path, recipe: str | None = None) -> None:
     env = {**os.environ, "PYTHONPATH": str(src.resolve()), "RAY_AUTH_MODE": "disabled"}
     for learner in LEARNERS:
         if (out / learner / "summary.json").is_file():
             continue
-        args = ["run", "--quiet", "--runs-dir", str(out), "--name", learner, "--set", f"learn.learner={learner}"]
+        args = ["run", *([recipe] if recipe else []), "--quiet", "--runs-dir", str(out), "--name", learner,
+                "--set", f"learn.learner={learner}"]
         for s in BASE + OWN.get(learner, RL):
             args += ["--set", s]
         subprocess.run([sys.executable, "-c", CODE, *args], env=env, check=True)
@@ -95,13 +99,16 @@ def compare(before: Path, after: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print(__doc__, file=sys.stderr)
-        return 2
-    before_src, after_src, out = Path(argv[0]), Path(argv[1]), Path(argv[2])
-    for src, name in ((before_src, "before"), (after_src, "after")):
-        run_all(src, out / name)
-    print("\n".join(compare(out / "before", out / "after")))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("before", type=Path, help="the source tree before (its src directory)")
+    parser.add_argument("after", type=Path, help="the source tree after")
+    parser.add_argument("out", type=Path, help="where the runs go (kept: a rerun only runs what is missing)")
+    parser.add_argument("--recipe", help="a recipe both trees have (default: each tree's default recipe)")
+    args = parser.parse_args(argv)
+    for src, name in ((args.before, "before"), (args.after, "after")):
+        run_all(src, args.out / name, args.recipe)
+    print("\n".join(compare(args.out / "before", args.out / "after")))
     return 0
 
 
