@@ -36,12 +36,15 @@ def test_rates_of_hand_written_samples():
     assert rows["check_rate"] == [0.75, 0.0] and rows["correction_rate"] == [0.5, 0.0]
     assert rows["fixed_per_solution"] == [0.25, 0.0] and rows["broke_per_solution"] == [0.25, 0.0]
     assert rows["tokens_per_solution"] == [32.5, 16.0]
+    assert rows["errors"] == [2, 0] and rows["fixed"] == [1, 0]  # FIXED's and FORGOT's forgotten carry
+    assert rows["errors_per_solution"] == [0.5, 0.0]
     assert (rows["corrected"], rows["corrected_right"]) == ([2, 0], [1, 0])
     assert (rows["uncorrected"], rows["uncorrected_right"]) == ([2, 2], [1, 2])
     s = summarize(rows, seed=0, label="eval_init/sampled")
     assert s["check_rate"]["mean"] == pytest.approx(0.375) and s["correction_rate"]["n"] == 2
     assert s["accuracy_corrected"]["mean"] == pytest.approx(0.5)    # 1 of the 2 corrected samples is right
     assert s["accuracy_uncorrected"]["mean"] == pytest.approx(0.75)  # 3 of the 4 others
+    assert s["errors_fixed"]["mean"] == pytest.approx(0.5) and s["errors_fixed"]["n"] == 2  # 1 of 2 errors
     for v in s.values():
         assert v["lo"] <= v["mean"] <= v["hi"]
 
@@ -105,3 +108,69 @@ def test_the_loop_keeps_behaviours_per_problem_for_every_evaluation(tmp_path):
     assert all(len(v) == 12 for v in res["behaviours"]["sampled"].values())
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["phases"][0]["behaviours"]["greedy"]["tokens_per_solution"]["mean"] > 0
+
+
+def _tiny_args(tmp_path, name: str, *extra: str) -> list[str]:
+    args = ["run", "addition", "--quiet", "--runs-dir", str(tmp_path), "--name", name]
+    for s in ["task.digits=2", 'task.styles=["column"]', "task.check=1.0", "task.misconception=0.5",
+              "model.n_layer=1", "model.d_model=32", "model.max_seq_len=80", "init.demos=200", "init.sft.steps=12",
+              "init.sft.batch_size=8", "eval.problems=12", "eval.n=[1,2]", "eval.max_new_tokens=60",
+              "reward.models=[]", "search.methods=[]", "learn.rounds=0", *extra]:
+        args += ["--set", s]
+    return args
+
+
+def test_a_baseline_policy_trains_on_as_many_tokens_and_is_evaluated_on_the_same_problems(tmp_path):
+    assert main(_tiny_args(tmp_path, "b", "init.baseline.check=0.0", "learn.rounds=1",
+                           "learn.problems=8", "learn.rl.steps=1", "learn.rl.prompts_per_step=4",
+                           "learn.rl.group_size=2", "learn.rl.max_new_tokens=60")) == 0
+    run = tmp_path / "b"
+    state = json.loads((run / "state.json").read_text())
+    assert state["done"] == ["init", "eval_init", "baseline", "round1", "eval_round1"]
+    init, base = state["results"]["init"], state["results"]["baseline"]
+    # plain demonstrations are shorter, so the baseline takes more steps for about as many tokens
+    assert base["steps"] > 12 and base["init_train_tokens"] == init["train_tokens"]
+    assert abs(base["train_tokens"] - init["train_tokens"]) / init["train_tokens"] < 0.1
+    assert len(base["greedy_per_problem"]) == len(state["results"]["eval_init"]["greedy_per_problem"]) == 12
+    assert sum(base["behaviours"]["sampled"]["check_rate"]) == 0  # its teacher never checked
+    assert (run / "checkpoints" / "baseline" / "model.safetensors").is_file()
+    assert state["last_checkpoint"] == "round1"  # the rounds continued from init, not from the baseline
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["baseline"]["settings"] == {"check": 0.0} and summary["baseline"]["majority_n"] == 2
+    claims = {c["id"]: c for c in summary["claims"]}
+    assert claims["self_correction"]["verdict"] != "not measured"
+    assert "majority@2 init - majority@2 baseline (check = 0.0" in claims["self_correction"]["evidence"]
+    assert claims["learned_corrections"]["verdict"] != "not measured"
+    assert claims["learned_corrections"]["evidence"].startswith("corrections that fixed a wrong step")
+    assert "Against a baseline policy" in (run / "report.html").read_text()
+    md = run_markdown(run)
+    assert "| baseline (check = 0.0) |" in md and "per solution" in md
+
+
+def test_the_baseline_phase_resumes_without_changing_what_the_rounds_continue_from(tmp_path):
+    """A run stopped after its baseline phase resumes into the rounds from init's checkpoint: its
+    round-1 weights equal those of a run never stopped."""
+    rounds = ["learn.problems=8", "learn.rl.steps=1", "learn.rl.prompts_per_step=4", "learn.rl.group_size=2",
+              "learn.rl.max_new_tokens=60"]
+    assert main(_tiny_args(tmp_path, "whole", "init.baseline.check=0.0", "learn.rounds=1", *rounds)) == 0
+    assert main(_tiny_args(tmp_path, "cut", "init.baseline.check=0.0", *rounds)) == 0  # stops after baseline
+    cut = tmp_path / "cut"
+    assert json.loads((cut / "state.json").read_text())["last_checkpoint"] == "init"
+    toml = (cut / "config.toml").read_text()
+    assert toml.count("rounds = 0\n") == 1  # the rest of the recipe, as if the run had been stopped there
+    (cut / "config.toml").write_text(toml.replace("rounds = 0\n", "rounds = 1\n"))
+    assert main(["run", "--resume", str(tmp_path / "cut"), "--quiet"]) == 0
+    a = (tmp_path / "whole" / "checkpoints" / "round1" / "model.safetensors").read_bytes()
+    b = (tmp_path / "cut" / "checkpoints" / "round1" / "model.safetensors").read_bytes()
+    assert a == b
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("init.baseline.chek=0.0", "unknown key 'init.baseline.chek'"),
+    ("init.baseline.check=2.0", "init.baseline"),
+    ("init.baseline.name='countdown'", "remove name and plugin"),
+])
+def test_a_bad_baseline_setting_is_one_error_naming_the_key(tmp_path, capsys, setting, message):
+    assert main(_tiny_args(tmp_path, "bad", setting)) != 0
+    err = capsys.readouterr().err
+    assert message in err and not (tmp_path / "bad").exists()

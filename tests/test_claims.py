@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from ponder.claims import claims, comparisons, correlation_interval
+from ponder.claims import claims, comparisons, correlation_interval, effect_text
 from ponder.replicate import aggregate, figures, write_aggregate
 from ponder.report import build_summary
 from ponder.runs import RunDirError, write_json
@@ -98,7 +98,7 @@ def test_what_a_recipe_did_not_run_is_not_measured():
                                      "search": [_row("majority", 4, [1.0, 0.0])]}}
     cs = _by_id(claims(res, seed=0))
     for cid in ("search_scaling", "weighted_scaling", "weighted_vote", "prm_search", "small_vs_big", "learning", "entropy",
-                "overoptimization"):
+                "overoptimization", "self_correction", "learned_corrections"):
         assert cs[cid]["verdict"] == "not measured", cid
         assert cs[cid]["effect"] is None
 
@@ -197,3 +197,48 @@ def test_write_aggregate_needs_every_seed(tmp_path):
     assert json.loads((root / "aggregate.json").read_text()) == agg
     page = (root / "report.html").read_text()
     assert "Claims" in page and "seed1/report.html" in page
+
+
+def test_self_correction_compares_init_with_the_baseline_at_the_largest_common_vote():
+    res = _results()
+    init = res["eval_init"]["search"][1]["per_problem"]  # majority@16
+    plain = list(init)
+    for i, v in enumerate(plain):  # the plain policy misses 70 of the problems init's vote solves
+        if v == 1.0 and sum(a - b for a, b in zip(init, plain)) < 70:
+            plain[i] = 0.0
+    res["baseline"] = {"settings": {"check": 0.0}, "train_tokens": 990, "init_train_tokens": 1000,
+                       "greedy_per_problem": res["eval_init"]["greedy_per_problem"],
+                       "search": [_row("majority", 1, plain), _row("majority", 16, plain)]}
+    c = _by_id(claims(res, seed=0))["self_correction"]
+    assert c["effect"] == pytest.approx(0.07) and c["verdict"] == "holds"
+    assert c["evidence"] == "majority@16 init - majority@16 baseline (check = 0.0, 990 against 1000 training tokens), " \
+                            "1000 problems"
+    del res["baseline"]["search"]  # no samples: judged on greedy, where the two are equal
+    res["baseline"]["search"] = []
+    c = _by_id(claims(res, seed=0))["self_correction"]
+    assert c["evidence"].startswith("greedy init - greedy baseline") and c["effect"] == 0
+    del res["baseline"]
+    assert _by_id(claims(res, seed=0))["self_correction"]["verdict"] == "not measured"
+
+
+def test_effects_are_written_in_their_units():
+    assert effect_text("learning", 0.055, 0.021, 0.089) == "+5.5 [+2.1, +8.9] points"
+    assert effect_text("entropy", -0.62, -0.8, -0.31) == "r = -0.62 [-0.80, -0.31]"
+    assert effect_text("learned_corrections", 0.12, 0.08, 0.16) == "+0.120 [+0.080, +0.160] per solution"
+    assert effect_text("learning", None) == "" and effect_text("learning", 0.1) == "+10.0 points"
+
+
+def test_learned_corrections_compare_successful_corrections_per_solution_last_round_against_init():
+    res = _results()
+    fixed_init = [0.0] * 500 + [0.25] * 500
+    fixed_last = [0.5] * 500 + [0.25] * 500  # half the problems gain half a successful correction per solution
+    res["eval_init"]["behaviours"] = {"sampled": {"fixed_per_solution": fixed_init}}
+    res["eval_round1"]["behaviours"] = {"sampled": {"fixed_per_solution": [9.0] * 1000}}  # not the last round
+    res["eval_round2"]["behaviours"] = {"sampled": {"fixed_per_solution": fixed_last}}
+    c = _by_id(claims(res, seed=0))["learned_corrections"]
+    assert c["effect"] == pytest.approx(0.25) and c["verdict"] == "holds"
+    assert c["evidence"] == "corrections that fixed a wrong step per sampled solution, round2 - init, 1000 problems"
+    res["eval_round2"]["behaviours"]["sampled"]["fixed_per_solution"] = [0.0] * 1000
+    assert _by_id(claims(res, seed=0))["learned_corrections"]["verdict"] == "contradicted"
+    del res["eval_init"]["behaviours"]  # a task without behaviours
+    assert _by_id(claims(res, seed=0))["learned_corrections"]["verdict"] == "not measured"

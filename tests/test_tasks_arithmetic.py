@@ -260,11 +260,18 @@ def test_gold_labels_of_checked_and_corrected_traces(lines, labels):
 def test_behaviours_count_checks_and_corrections_that_fixed_or_broke_a_step():
     task = Arithmetic(check=1.0)
     broke = "5+7+0=12 c1\n4+5+1=10 c1\ncheck 10-4-5=1 no\n4+5+0=9 c0\n2+1+0=3 c0\nA: 392\n"
-    assert task.behaviours(P245, broke) == {"checks": 1, "corrections": 1, "fixed": 0, "broke": 1}
+    assert task.behaviours(P245, broke) == {"checks": 1, "corrections": 1, "fixed": 0, "broke": 1, "errors": 0}
     plain = "\n".join(task.trace(P245)) + "\n"
-    assert task.behaviours(P245, plain) == {"checks": 0, "corrections": 0, "fixed": 0, "broke": 0}
+    assert task.behaviours(P245, plain) == {"checks": 0, "corrections": 0, "fixed": 0, "broke": 0, "errors": 0}
     useless = "5+7+0=12 c1\n4+5+0=9 c0\ncheck 9-4-5=0 no\n4+5+0=9 c0\nA: 392\n"  # redone, still wrong
-    assert task.behaviours(P245, useless) == {"checks": 1, "corrections": 1, "fixed": 0, "broke": 0}
+    assert task.behaviours(P245, useless) == {"checks": 1, "corrections": 1, "fixed": 0, "broke": 0, "errors": 1}
+    fixed = "5+7+0=12 c1\n4+5+0=9 c0\ncheck 9-4-5=0 no\n4+5+1=10 c1\n2+1+1=4 c0\nA: 402\n"
+    assert task.behaviours(P245, fixed) == {"checks": 1, "corrections": 1, "fixed": 1, "broke": 0, "errors": 1}
+    # an uncorrected wrong step: the consistent steps after it are wrong by the gold trace, but one error
+    derailed = "5+7+0=12 c1\n4+5+0=9 c0\n2+1+0=3 c0\nA: 392\n"
+    assert task.behaviours(P245, derailed) == {"checks": 0, "corrections": 0, "fixed": 0, "broke": 0, "errors": 1}
+    first = "5+7+0=11 c1\n4+5+1=10 c1\n2+1+1=4 c0\nA: 401\n"  # the first column wrong, the rest unjudged
+    assert task.behaviours(P245, first)["errors"] == 1
 
 
 def test_check_settings_are_checked():

@@ -17,12 +17,19 @@ by picking its best-looking row:
                       so never measured inside one (`ponder compare` draws it)
   learning            greedy accuracy after the last learning round against the initialized policy;
                       one `learning_round<k>` claim per round against the round before
+  self_correction     trained self-correction at equal samples: the initialized policy's majority vote of
+                      the largest N (greedy without samples) against the baseline's (`init.baseline`,
+                      the same model trained on as many tokens of demonstrations without the behaviour)
+  learned_corrections successful self-corrections (corrections that fixed a wrong step) per sampled
+                      solution after the last learning round against the initialized policy's
   entropy             on-policy learners: the correlation of per-step entropy and mean reward (negative:
                       entropy falls as reward rises), bootstrapped over steps
   overoptimization    best-of-N by a proxy reward, graded by the verifier, at the largest N against the
                       best N below it (`ponder reward eval --overopt` measures it, not a run)
 
-Effects are differences of accuracies (fractions; 0.05 is 5 points), except `entropy` (a correlation).
+Effects are differences of accuracies (fractions; 0.05 is 5 points), except `entropy` (a correlation)
+and `learned_corrections` (a difference of successful corrections per solution); `effect_text` writes
+each in its unit.
 """
 
 from __future__ import annotations
@@ -36,6 +43,22 @@ from ponder.stats import interval, paired, percentile_interval, verdict
 from ponder.tasks.base import stable_seed
 
 MIN_STEPS = 6  # fewest on-policy steps an entropy-reward correlation is judged from
+
+
+UNITS = {"entropy": "r", "learned_corrections": "per solution"}
+"""Claims whose effect is not a difference of accuracies, and the unit `effect_text` writes it in."""
+
+
+def effect_text(cid: str, effect: float | None, lo: float | None = None, hi: float | None = None) -> str:
+    """A claim's effect with its interval, in its unit: '+5.5 [+2.1, +8.9] points' for accuracies,
+    'r = -0.62 [-0.80, -0.31]' for a correlation, '+0.120 [+0.080, +0.160] per solution' for a rate."""
+    if effect is None:
+        return ""
+    unit = UNITS.get(cid, "points")
+    scale, fmt = (100, "{:+.1f}") if unit == "points" else (1, "{:+.2f}" if unit == "r" else "{:+.3f}")
+    iv = f" [{fmt.format(lo * scale)}, {fmt.format(hi * scale)}]" if lo is not None and hi is not None else ""
+    text = fmt.format(effect * scale) + iv
+    return f"r = {text}" if unit == "r" else f"{text} {unit}"
 
 
 def _claim(cid: str, statement: str, measured: dict | None, evidence: str, direction: int = 1) -> dict:
@@ -143,6 +166,38 @@ def learning(results: dict, seed: int) -> list[dict]:
     return out
 
 
+def self_correction(results: dict, seed: int) -> dict:
+    statement = "trained self-correction raises accuracy at equal samples"
+    init, base = results.get("eval_init", {}), results.get("baseline")
+    if not base or not init:
+        return _claim("self_correction", statement, None,
+                      "needs init.baseline: a plain policy trained on as many demonstration tokens")
+    ns = sorted(set(_ns(init, "majority")) & set(_ns(base, "majority")))
+    method, n = ("majority", ns[-1]) if ns else ("greedy", 1)
+    a, b = _scores(init, method, n), _scores(base, method, n)
+    if a is None or b is None:
+        return _claim("self_correction", statement, None, "the evaluations kept no per-problem scores")
+    label = "greedy" if method == "greedy" else f"majority@{n}"
+    settings = ", ".join(f"{k} = {v}" for k, v in base.get("settings", {}).items())
+    return _claim("self_correction", statement, paired(a, b, seed=stable_seed(seed, "self_correction")),
+                  f"{label} init - {label} baseline ({settings}, {base.get('train_tokens', 0)} against "
+                  f"{base.get('init_train_tokens', 0)} training tokens), {len(a)} problems")
+
+
+def learned_corrections(results: dict, seed: int) -> dict:
+    statement = "reinforcement learning raises the rate of successful self-corrections"
+    phases = [p for p in eval_phases(results) if "behaviours" in results[p]]
+    if len(phases) < 2 or phases[0] != "eval_init":
+        return _claim("learned_corrections", statement, None,
+                      "needs a task that reads behaviours (arithmetic with task.check) and learn.rounds >= 1")
+    last = phases[-1]
+    a = results[last]["behaviours"]["sampled"]["fixed_per_solution"]
+    b = results["eval_init"]["behaviours"]["sampled"]["fixed_per_solution"]
+    return _claim("learned_corrections", statement, paired(a, b, seed=stable_seed(seed, "learned_corrections")),
+                  f"corrections that fixed a wrong step per sampled solution, {last.removeprefix('eval_')} - init, "
+                  f"{len(a)} problems")
+
+
 def correlation_interval(x: Sequence[float], y: Sequence[float], *, seed: int, resamples: int = 2000) -> dict:
     """Pearson correlation of paired series and its bootstrap interval (pairs resampled together)."""
     xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -178,7 +233,8 @@ def overoptimization() -> dict:
 def claims(results: dict, *, seed: int, curves: dict | None = None) -> list[dict]:
     """Every headline claim of the roadmap, measured from a run's results where it can be."""
     return [search_scaling(results, seed), weighted_scaling(results, seed), weighted_vote(results, seed), prm_search(results, seed), small_vs_big(),
-            *learning(results, seed), entropy(curves, seed), overoptimization()]
+            *learning(results, seed), self_correction(results, seed), learned_corrections(results, seed),
+            entropy(curves, seed), overoptimization()]
 
 
 def comparisons(results: dict, *, seed: int) -> list[dict]:

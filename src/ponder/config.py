@@ -105,10 +105,18 @@ class InitConfig:
     checkpoint: str = ""
     """A policy checkpoint directory (e.g. runs/default/checkpoints/init) to start from instead of SFT;
     its shape must match [model]. Lets learner recipes share one initialized policy."""
+    baseline: dict[str, Any] = field(default_factory=dict)
+    """Task settings of a second policy to measure the first against (`[init.baseline]`, e.g. `check =
+    0.0`): the same model, seed and SFT settings, trained on the demonstrations of the task with these
+    settings changed, for as many demonstration tokens as init trained on, then evaluated on the same
+    problems (the `baseline` phase, after eval_init). Empty: none."""
 
     def __post_init__(self) -> None:
         if self.demos < 1:
             raise ValueError(f"demos must be >= 1, got {self.demos}")
+        if "name" in self.baseline or "plugin" in self.baseline:
+            raise ValueError("baseline holds the task's own settings (the baseline's task is the run's); "
+                             "remove name and plugin from it")
 
 
 @dataclass(frozen=True)
@@ -189,6 +197,9 @@ class RunConfig:
                                  f"the policy's weights: a value head, a PRM); with a pretrained model use {usable}")
             if self.init.checkpoint:
                 raise ValueError("init.checkpoint is for the built-in backend; point policy.path at the model instead")
+        if self.init.baseline and (self.init.checkpoint or self.policy.backend != "tiny"):
+            raise ValueError("init.baseline trains a second policy from scratch as init does: it needs the built-in "
+                             "backend and no init.checkpoint")
         if self.learn.rounds and self.learn.learner_object.needs_prm and "prm" not in self.reward.models:
             raise ValueError(f"learn.learner = {self.learn.learner!r} searches with a process reward model: add "
                              "\"prm\" to reward.models")
@@ -200,6 +211,13 @@ class RunConfig:
     def make_task(self):
         """The recipe's task, built from its config, with its `verified_at` threshold."""
         return make_task(self.task["name"], self.task_config(), verified_at=self.task.get("verified_at"))
+
+    def baseline_task(self):
+        """The task whose demonstrations train the baseline policy: the run's, with `init.baseline`'s
+        settings changed."""
+        table = {**self.task, **self.init.baseline}
+        return make_task(table["name"], _task_config(table, "init.baseline", "<config>"),
+                         verified_at=self.task.get("verified_at"))
 
 
 TASK_KEYS = ("name", "verified_at", "plugin")
@@ -298,6 +316,9 @@ def build(cls: type, data: dict, where: str, source: str, base: Any = None):
             kwargs[k] = _convert(v, hints[k], prefix + k, source)
     if cls is RunConfig and "task" in kwargs:
         _task_config(kwargs["task"], "task", source)  # validate the task's own settings now
+    if cls is RunConfig and "init" in kwargs and kwargs["init"].baseline:  # and the baseline's
+        task = kwargs.get("task", fields["task"].default_factory())
+        _task_config({**task, **kwargs["init"].baseline}, "init.baseline", source)
     try:
         return cls(**kwargs)
     except (ValueError, TaskError, TypeError) as e:

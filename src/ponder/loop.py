@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,6 +47,7 @@ def _convergence_probe(run: Run, cfg: RunConfig, policy, task, problems) -> dict
 
 def phase_names(cfg: RunConfig) -> list[str]:
     names = ["init"] + (["reward"] if cfg.reward.models else []) + ["eval_init"]
+    names += ["baseline"] if cfg.init.baseline else []
     names += ["search"] if cfg.search.methods else []
     for r in range(1, cfg.learn.rounds + 1):
         names += [f"round{r}", f"eval_round{r}"]
@@ -125,6 +127,42 @@ def _eval_phase(run: Run, cfg: RunConfig, policy, task, problems, phase: str, pr
     run.log({"phase": phase, "step": 0, "greedy_accuracy": out["greedy_accuracy"],
              **{f"{r['method']}@{r['n']}": r["accuracy"] for r in res["search"]}})
     return out
+
+
+def _demonstrations(cfg: RunConfig, task: Task) -> list[tuple[str, str]]:
+    """(prompt, demonstration) of init's training problems, for those the task can demonstrate."""
+    demos = []
+    for p in task.problems("train", cfg.init.demos, cfg.seed):
+        d = task.demonstration(p)
+        if d is not None:
+            demos.append((p.prompt, d))
+    if not demos:
+        raise ValueError(f"task {task.name} has no demonstrations to initialize a policy from")
+    return demos
+
+
+def _baseline_phase(run: Run, cfg: RunConfig, task: Task, problems, place: Callable, progress: bool, echo) -> dict:
+    """The policy init is measured against (`init.baseline`): the same model, seed, demonstration problems
+    and SFT settings, trained on the demonstrations of the task with the baseline's settings, for as
+    many steps as make init's demonstration tokens at its mean demonstration length; then evaluated
+    like eval_init on the same problems. Its checkpoint is kept, but the rounds continue from init's."""
+    demos = _demonstrations(cfg, cfg.baseline_task())
+    policy = place(make_policy(cfg, seed=stable_seed(cfg.seed, "model")))  # init's starting weights
+    tok = getattr(policy, "local", policy).tokenizer
+    mean = sum(len(tok.encode(d)) + 1 for _, d in demos) / len(demos)  # + EOS, a target as in nll_loss
+    init_tokens = run.state["results"]["init"]["train_tokens"]
+    steps = max(1, round(init_tokens / (cfg.init.sft.batch_size * mean)))
+    settings = ", ".join(f"{k} = {v}" for k, v in cfg.init.baseline.items())
+    echo(f"[baseline] the same model on demonstrations with {settings}: {steps} SFT steps, to match init's "
+         f"{init_tokens} demonstration tokens")
+    stats = train_sft(policy, demos, replace(cfg.init.sft, steps=steps), seed=stable_seed(cfg.seed, "init"),
+                      log=run.log, phase="baseline", progress=progress,
+                      checkpointing=_checkpointing(run, policy, "baseline", cfg.checkpoint_every))
+    run.save_checkpoint(policy, "baseline", last=False)
+    result = _eval_phase(run, cfg, policy, task, problems, "baseline", progress)
+    echo(f"[baseline] greedy accuracy {result['greedy_accuracy']:.1%}")
+    return {**result, "settings": dict(cfg.init.baseline), "steps": steps, "train_tokens": stats["tokens"],
+            "init_train_tokens": init_tokens, "final_loss": stats["final_loss"]}
 
 
 def _checkpointing(run: Run, policy, phase: str, every: int) -> Checkpointing:
@@ -259,13 +297,7 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
                       "pretrained": cfg.policy.path, "skipped_data_lines": getattr(task, "skipped_lines", 0)}
         elif phase == "init":
             policy = place(make_policy(cfg, seed=stable_seed(cfg.seed, "model")))
-            demos = []
-            for p in task.problems("train", cfg.init.demos, cfg.seed):
-                d = task.demonstration(p)
-                if d is not None:
-                    demos.append((p.prompt, d))
-            if not demos:
-                raise ValueError(f"task {task.name} has no demonstrations to initialize a policy from")
+            demos = _demonstrations(cfg, task)
             kind = "transformer" if cfg.policy.backend == "tiny" else "model"
             echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter {kind}, SFT on {len(demos)} {task.name} "
                  f"demonstrations for {cfg.init.sft.steps} steps")
@@ -278,6 +310,8 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
                       "params": policy.num_params(), "demos": len(demos),
                       "skipped_data_lines": getattr(task, "skipped_lines", 0),
                       "probe": {**(run.load_phase_data("init_probe") or {}), "steps": cfg.init.sft.steps}}
+        elif phase == "baseline":
+            result = _baseline_phase(run, cfg, task, test_problems, place, progress, echo)
         elif phase == "reward":
             result = _reward_phase(run, cfg, policy, task, progress, echo)
         elif phase == "search":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ponder.claims import effect_text
 from ponder.convergence import CONVERGENCE_POINTS, convergence_line
 from ponder.replicate import read_manifest
 
@@ -45,9 +46,11 @@ def single_run(summary: dict) -> str:
     phases = summary["phases"]
     n = max((r["n"] for rows in summary["search"].values() for r in rows), default=None)
     methods = [m for m in HEADLINE if any(r["method"] == m for rows in summary["search"].values() for r in rows)]
+    from ponder.report import baseline_entry, behaviour_rows, claim_effect, shows_behaviours
+
     rows = []
-    for p in phases:
-        by = {(r["method"], r["n"]): r for r in summary["search"].get(p["phase"], [])}
+    for p in [*phases, *([baseline_entry(summary)] if summary.get("baseline") else [])]:
+        by = {(r["method"], r["n"]): r for r in p.get("search") or summary["search"].get(p["phase"], [])}
         rows.append([p["phase"], _pct_single(p["greedy_accuracy"], p.get("greedy_ci"))] +
                     [_pct_single(by[m, n]["accuracy"], by[m, n].get("ci")) if (m, n) in by else "" for m in methods])
     problems = phases[0].get("problems") if phases else None
@@ -61,8 +64,6 @@ def single_run(summary: dict) -> str:
                 "problem):"), "", _table(["method", "size", "accuracy", "tokens generated", "tokens encoded"], [
                     [r["method"], str(r["size"]), _pct_single(r["accuracy"], r.get("ci")),
                      f"{r['tokens_generated']:.0f}", f"{r['tokens_encoded']:.0f}"] for r in scaling])]
-    from ponder.report import behaviour_rows, claim_effect, shows_behaviours
-
     if shows_behaviours(summary):
         rows = behaviour_rows(summary)
         out += ["", "Behaviours (checks and corrections; 95% bootstrap intervals over problems):", "",
@@ -100,13 +101,7 @@ def multi_seed(agg: dict) -> str:
     rows = []
     for c in agg["claims"]:
         e = c["effect"]
-        if e["mean"] is None:
-            effect = ""
-        elif c["id"] == "entropy":
-            effect = f"r = {e['mean']:+.2f}" + (f" [{e['lo']:+.2f}, {e['hi']:+.2f}]" if e["lo"] is not None else "")
-        else:
-            effect = f"{e['mean'] * 100:+.1f}" + (f" [{e['lo'] * 100:+.1f}, {e['hi'] * 100:+.1f}]"
-                                                  if e["lo"] is not None else "") + " points"
+        effect = effect_text(c["id"], e["mean"], e["lo"], e["hi"])
         measured = sum(v != "not measured" for v in c["per_seed"])
         extra = f" (holds in {c['holds_in']} of {len(seeds)} seeds)" if measured else ""
         rows.append(_claim_row(c["statement"], effect, c["verdict"], extra))

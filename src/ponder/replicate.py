@@ -23,6 +23,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ponder.claims import UNITS, effect_text
 from ponder.runs import RunDirError, write_atomic, write_json
 from ponder.stats import across_seeds, verdict
 
@@ -64,18 +65,26 @@ def read_manifest(root: str | Path) -> dict | None:
         raise RunDirError(f"{f}: unreadable ({e})") from None
 
 
+BEHAVIOURS = ("check_rate", "correction_rate", "fixed_per_solution", "tokens_per_solution")
+"""Behaviour rates of the evaluations' sampled solutions that a multi-seed run aggregates."""
+
+
 def figures(summary: dict) -> dict[str, float]:
     """Every number of a summary worth aggregating, by a stable label: greedy and majority accuracy per
     evaluation, each selection method's accuracy, each sweep point's accuracy and tokens, reward-model
-    quality, each claim's effect, and how far init's greedy accuracy moved over its last 20% of steps."""
+    quality, the sampled solutions' behaviour rates (`BEHAVIOURS`), each claim's effect, and how far init's greedy accuracy moved over its last 20% of steps."""
     out: dict[str, float] = {}
     if conv := summary.get("init_convergence"):
         out["init/greedy_at_80pct_steps"] = conv["greedy_accuracy"][0]
         out["init/moved_last_20pct_steps"] = conv["moved"]
-    for p in summary.get("phases", []):
+    baseline = [{**summary["baseline"], "phase": "baseline"}] if summary.get("baseline") else []
+    for p in [*summary.get("phases", []), *baseline]:
         out[f"greedy/{p['phase']}"] = p["greedy_accuracy"]
         if p.get("majority_accuracy") is not None:
             out[f"majority@{p['majority_n']}/{p['phase']}"] = p["majority_accuracy"]
+        for metric in BEHAVIOURS:
+            if (b := p.get("behaviours", {}).get("sampled", {}).get(metric)) and b.get("mean") is not None:
+                out[f"{metric}/{p['phase']}"] = b["mean"]
     for phase, rows in summary.get("search", {}).items():
         for r in rows:
             out[f"{r['method']}@{r['n']}/{phase}"] = r["accuracy"]
@@ -120,9 +129,11 @@ def aggregate(summaries: list[dict]) -> dict:
 def _fmt(label: str, v: float | None) -> str:
     if v is None:
         return ""
-    if label.endswith("tokens_generated"):
+    if label.endswith("tokens_generated") or label.startswith("tokens_per_solution"):
         return f"{v:.0f}"
-    if label.startswith(("claim/entropy", "reward/")):
+    if label.startswith("fixed_per_solution"):
+        return f"{v:.3f}"
+    if label.startswith(("reward/", *(f"claim/{cid}" for cid in UNITS))):
         return f"{v:.3f}"
     return f"{v * 100:.1f}"
 
@@ -168,8 +179,4 @@ def write_aggregate(root: str | Path) -> dict:
 
 def _claim_effect(c: dict) -> str:
     e = c["effect"]
-    if e["mean"] is None:
-        return ""
-    scale, unit = (1, "") if c["id"] == "entropy" else (100, " points")
-    iv = f" [{e['lo'] * scale:+.2f}, {e['hi'] * scale:+.2f}]" if e["lo"] is not None else ""
-    return f"{e['mean'] * scale:+.2f}{iv}{unit}"
+    return effect_text(c["id"], e["mean"], e["lo"], e["hi"])

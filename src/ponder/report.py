@@ -16,9 +16,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from ponder.behaviour import summarize as summarize_behaviours
-from ponder.claims import accuracy_interval, claims, comparisons
+from ponder.claims import accuracy_interval, claims, comparisons, effect_text
 from ponder.convergence import convergence, convergence_line
 from ponder.runs import write_atomic, write_json
+
+
+def _evaluation(name: str, res: dict, seed: int) -> dict:
+    """One evaluation's headline figures: greedy and the largest majority vote with their intervals,
+    and the behaviour rates where the task reads them."""
+    majority = {r["n"]: r for r in res["search"] if r["method"] == "majority"}
+    top = majority[max(majority)] if majority else None
+    return {"greedy_accuracy": res["greedy_accuracy"],
+            "greedy_ci": accuracy_interval(res.get("greedy_per_problem"), seed=seed, label=f"{name}/greedy"),
+            "majority_accuracy": top["accuracy"] if top else None,
+            "majority_ci": accuracy_interval(top.get("per_problem"), seed=seed,
+                                             label=f"{name}/majority@{top['n']}") if top else None,
+            "majority_n": max(majority) if majority else None,
+            "problems": len(res.get("greedy_per_problem") or []) or None,
+            **({"behaviours": {kind: summarize_behaviours(rows, seed=seed, label=f"{name}/{kind}")
+                               for kind, rows in res["behaviours"].items()}} if "behaviours" in res else {})}
 
 
 def build_summary(config: dict, results: dict, metrics: list[dict] | None = None) -> dict:
@@ -38,26 +54,23 @@ def build_summary(config: dict, results: dict, metrics: list[dict] | None = None
             learn_tokens += res.get("train_tokens", 0) + res.get("sample_tokens", 0)
         if name.startswith("eval_"):
             learned = name.removeprefix("eval_")
-            majority = {r["n"]: r for r in res["search"] if r["method"] == "majority"}
-            top = majority[max(majority)] if majority else None
-            phases.append({"phase": learned, "greedy_accuracy": res["greedy_accuracy"],
-                           "greedy_ci": accuracy_interval(res.get("greedy_per_problem"), seed=seed,
-                                                          label=f"{name}/greedy"),
-                           "majority_accuracy": top["accuracy"] if top else None,
-                           "majority_ci": accuracy_interval(top.get("per_problem"), seed=seed,
-                                                            label=f"{name}/majority@{top['n']}") if top else None,
-                           "majority_n": max(majority) if majority else None,
-                           "problems": len(res.get("greedy_per_problem") or []) or None,
+            phases.append({"phase": learned, **_evaluation(name, res, seed),
                            "train_tokens": train_tokens, "sample_tokens": sample_tokens,
                            "training_compute_tokens": train_tokens + sample_tokens,
-                           "learning_compute_tokens": learn_tokens,
-                           **({"behaviours": {kind: summarize_behaviours(rows, seed=seed, label=f"{name}/{kind}")
-                                              for kind, rows in res["behaviours"].items()}}
-                              if "behaviours" in res else {})})
+                           "learning_compute_tokens": learn_tokens})
             search[learned] = [{**{k: v for k, v in r.items() if k != "per_problem"},
                                 "ci": accuracy_interval(r.get("per_problem"), seed=seed,
                                                         label=f"{name}/{r['method']}@{r['n']}")}
                                for r in res["search"]]
+    baseline = results.get("baseline")
+    if baseline:
+        baseline = {"settings": baseline["settings"], "train_tokens": baseline["train_tokens"],
+                    "init_train_tokens": baseline["init_train_tokens"], "steps": baseline["steps"],
+                    **_evaluation("baseline", baseline, seed),
+                    "search": [{**{k: v for k, v in r.items() if k != "per_problem"},
+                                "ci": accuracy_interval(r.get("per_problem"), seed=seed,
+                                                        label=f"baseline/{r['method']}@{r['n']}")}
+                               for r in baseline["search"]]}
     rounds = {k: v for k, v in results.items() if k.startswith("round")}
     reward_models = {name.removeprefix("eval_"): res["reward_models"] for name, res in results.items()
                      if name.startswith("eval_") and "reward_models" in res}
@@ -70,7 +83,9 @@ def build_summary(config: dict, results: dict, metrics: list[dict] | None = None
     return {"name": config.get("name"), "seed": config.get("seed"), "task": config.get("task"),
             "model_params": init.get("params"), "skipped_data_lines": init.get("skipped_data_lines", 0),
             "init_convergence": convergence(results),
-            "phases": phases, "search": search, "reward_training": results.get("reward", {}).get("models", {}),
+            "phases": phases, "search": search,
+            "baseline": baseline or None,
+            "reward_training": results.get("reward", {}).get("models", {}),
             "reward_models": reward_models, "search_scaling": scaling,
             "learner": config.get("learn", {}).get("learner"),
             "learning": [{"round": k, **{f: x for f, x in v.items() if isinstance(x, (int, float)) or x is None}}
@@ -167,8 +182,15 @@ def _plot_learning(summary: dict, out: Path) -> bool:
 
 
 BEHAVIOUR_COLUMNS = {"check_rate": "checks", "correction_rate": "corrects", "fixed_per_solution": "fixed / solution",
-                     "broke_per_solution": "broke / solution", "accuracy_corrected": "accuracy if corrected",
+                     "broke_per_solution": "broke / solution", "errors_per_solution": "errors / solution",
+                     "errors_fixed": "errors fixed", "accuracy_corrected": "accuracy if corrected",
                      "accuracy_uncorrected": "accuracy otherwise", "tokens_per_solution": "tokens / solution"}
+
+
+def baseline_entry(summary: dict) -> dict:
+    """The baseline policy (`init.baseline`) as a row beside the phases: its settings in its name."""
+    b = summary["baseline"]
+    return {**b, "phase": "baseline (" + ", ".join(f"{k} = {v}" for k, v in b["settings"].items()) + ")"}
 
 
 def shows_behaviours(summary: dict) -> bool:
@@ -180,14 +202,16 @@ def shows_behaviours(summary: dict) -> bool:
 def behaviour_rows(summary: dict) -> list[dict]:
     """One row per evaluation and decoding (greedy, sampled): each behaviour metric with its interval."""
     rows = []
-    for p in summary["phases"]:
+    for p in [*summary["phases"], *([baseline_entry(summary)] if summary.get("baseline") else [])]:
         for kind, b in p.get("behaviours", {}).items():
             row = {"phase": p["phase"], "decoding": kind}
             for metric, title in BEHAVIOUR_COLUMNS.items():
-                v = b[metric]
-                if metric == "tokens_per_solution":
+                v = b.get(metric)
+                if v is None:  # a run from before the metric was kept
+                    row[title] = ""
+                elif metric == "tokens_per_solution":
                     row[title] = f"{v['mean']:.1f} [{v['lo']:.1f}, {v['hi']:.1f}]"
-                elif metric in ("fixed_per_solution", "broke_per_solution"):
+                elif metric in ("fixed_per_solution", "broke_per_solution", "errors_per_solution"):
                     row[title] = f"{v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
                 else:
                     row[title] = pct(v["mean"], [v["lo"], v["hi"]] if v["mean"] is not None else None) or "none"
@@ -294,12 +318,8 @@ def points(value: float | None, lo: float | None = None, hi: float | None = None
 
 
 def claim_effect(c: dict) -> str:
-    """A claim's effect and interval as text: points for accuracy differences, r for a correlation."""
-    if c["effect"] is None:
-        return ""
-    if c["id"] == "entropy":
-        return f"r = {c['effect']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}]"
-    return points(c["effect"], c["lo"], c["hi"]) + " points"
+    """A claim's effect and interval as text, in its unit (`ponder.claims.effect_text`)."""
+    return effect_text(c["id"], c["effect"], c["lo"], c["hi"])
 
 
 def claims_section(claims: list[dict]) -> str:
@@ -353,6 +373,15 @@ def write_report(run_dir: str | Path) -> dict:
                    for ph, rows in summary["search"].items() for r in rows]
     phase_rows = [{**p, "greedy_accuracy": pct(p["greedy_accuracy"], p.get("greedy_ci")),
                    "majority_accuracy": pct(p["majority_accuracy"], p.get("majority_ci"))} for p in summary["phases"]]
+    baseline = [] if not summary.get("baseline") else [
+        "<h2>Against a baseline policy</h2>",
+        ("<p>The baseline: the same model, seed and SFT settings on the demonstrations of the task with the "
+         "settings named, trained for as many demonstration tokens as init; evaluated on the same problems.</p>"),
+        _table([{"policy": p["phase"], "train_tokens": p["train_tokens"],
+                 "greedy_accuracy": pct(p["greedy_accuracy"], p.get("greedy_ci")),
+                 "majority_accuracy": pct(p["majority_accuracy"], p.get("majority_ci")), "majority_n": p["majority_n"]}
+                for p in (summary["phases"][0], baseline_entry(summary))],
+               ["policy", "train_tokens", "greedy_accuracy", "majority_accuracy", "majority_n"])]
     samples = sorted((run_dir / "samples").glob("*.jsonl")) if (run_dir / "samples").exists() else []
     parts = [
         f"<h1>ponder run: {html.escape(str(summary['name']))}</h1>",
@@ -364,6 +393,7 @@ def write_report(run_dir: str | Path) -> dict:
         "<p>Accuracies with their 95% bootstrap interval over the held-out problems.</p>",
         _table(phase_rows, ["phase", "problems", "greedy_accuracy", "majority_accuracy", "train_tokens",
                             "sample_tokens", "learning_compute_tokens"]),
+        *baseline,
         "<h2>Search at test time</h2>",
         _table(search_rows, ["phase", "method", "n", "accuracy", "tokens_generated"]),
     ]

@@ -140,8 +140,9 @@ class Run:
     def checkpoint_dir(self, phase: str) -> Path:
         return self.path / "checkpoints" / phase
 
-    def save_checkpoint(self, policy, phase: str) -> Path:
-        """Save the policy under checkpoints/<phase> atomically (a temporary directory, then a rename)."""
+    def save_checkpoint(self, policy, phase: str, *, last: bool = True) -> Path:
+        """Save the policy under checkpoints/<phase> atomically (a temporary directory, then a rename);
+        with `last`, it is the policy a resumed run continues from."""
         final = self.checkpoint_dir(phase)
         tmp = final.with_name(final.name + ".tmp")
         if tmp.exists():
@@ -150,7 +151,8 @@ class Run:
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        self.state["last_checkpoint"] = phase
+        if last:
+            self.state["last_checkpoint"] = phase
         return final
 
     def save_partial(self, policy, phase: str, tensors: dict, meta: dict) -> None:

@@ -309,15 +309,19 @@ class Arithmetic(BaseTask):
     def behaviours(self, problem: Problem, text: str) -> dict[str, int]:
         """What an addition solution did with the column strategy: `checks` (check lines), `corrections`
         (steps redone after a `no` check), of which `fixed` (the step before it was wrong and the redone
-        one is right) and `broke` (the step before it was right and the redone one is not)."""
-        out = {"checks": 0, "corrections": 0, "fixed": 0, "broke": 0}
+        one is right) and `broke` (the step before it was right and the redone one is not); and `errors`,
+        the wrong steps taken from a right position: a column step written wrong the first time (a redo
+        is not a first attempt) while every step standing before it is right (the steps that follow an
+        uncorrected wrong one are wrong by the gold trace but consistent with what the solution wrote, so
+        they count once, as that error)."""
+        out = {"checks": 0, "corrections": 0, "fixed": 0, "broke": 0, "errors": 0}
         if problem.meta["op"] != "+":
             return out
         reference = [[t.strip() for t in alts]
                      for alts in zip(*(self.trace(problem, s) for s in ("column", "column_ba")))][: self.config.digits]
         lines = [line.strip() for line in split_steps(text)]
         col, previous = 0, None  # previous: (line, column) of the last column step
-        i = 0
+        on_track, i = True, 0  # on_track: no step before stood wrong
         while i < len(lines):
             line = lines[i]
             check = CHECK.match(line)
@@ -332,6 +336,11 @@ class Arithmetic(BaseTask):
                     out["broke"] += right[0] and not right[1]
                     previous, i = (after, column), i + 1  # the redo stands for its column
             elif STEP.match(line):
+                standing_right = previous is None or (previous[1] < len(reference) and previous[0] in reference[previous[1]])
+                if standing_right and on_track:
+                    out["errors"] += not (col < len(reference) and line in reference[col])
+                else:
+                    on_track = False
                 previous, col = (line, col), col + 1
             i += 1
         return out
