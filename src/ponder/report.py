@@ -231,10 +231,15 @@ def _plot_behaviours(summary: dict, out: Path) -> bool:
         yerr = [[v["mean"] - v["lo"] for v in pts], [v["hi"] - v["mean"] for v in pts]]
         a1.errorbar(xs, [v["mean"] for v in pts], yerr=yerr, fmt="-o", capsize=3, color=color,
                     label=BEHAVIOUR_COLUMNS[metric])
+    shares = [p["behaviours"]["sampled"].get("errors_fixed") or {"mean": None} for p in phases]
+    if all(v["mean"] is not None for v in shares):  # a share of the wrong steps, not of the solutions
+        a1.errorbar(xs, [v["mean"] for v in shares], yerr=[[v["mean"] - v["lo"] for v in shares],
+                                                           [v["hi"] - v["mean"] for v in shares]],
+                    fmt="--s", capsize=3, color="tab:gray", label="errors fixed (share of wrong steps)")
     pts = [p["behaviours"]["sampled"]["tokens_per_solution"] for p in phases]
     a2.errorbar(xs, [v["mean"] for v in pts], yerr=[[v["mean"] - v["lo"] for v in pts], [v["hi"] - v["mean"] for v in pts]],
                 fmt="-o", capsize=3, color="tab:purple")
-    a1.set_ylabel("share of sampled solutions")
+    a1.set_ylabel("share of sampled solutions (or of errors)")
     a1.legend(fontsize=8)
     a2.set_ylabel("tokens per sampled solution")
     for a in (a1, a2):
