@@ -98,3 +98,20 @@ def test_an_existing_multi_seed_directory_needs_force(tmp_path, capsys):
     assert main(["run", "--runs-dir", str(tmp_path), "--name", "other", "--seeds", "2", "--force"]) == 2
     assert "not a ponder run" in capsys.readouterr().err
     assert (tmp_path / "other" / "notes.txt").is_file()
+
+
+def test_a_fixed_eval_seed_gives_every_seed_the_same_held_out_problems(tmp_path):
+    def ids(root, seed: int) -> list[str]:
+        lines = (root / f"seed{seed}" / "samples" / "eval_init.jsonl").read_text().splitlines()
+        return [json.loads(line)["id"] for line in lines]
+
+    quick = ["--set", "init.sft.steps=2", "--set", "learn.rounds=0", "--set", "eval.n=[1]"]
+    assert main(_args(tmp_path, "fixed", ["--seeds", "2", "--set", "eval.seed=0", *quick])) == 0
+    assert main(_args(tmp_path, "own", ["--seeds", "2", *quick])) == 0
+    fixed, own = tmp_path / "fixed", tmp_path / "own"
+    assert ids(own, 0) != ids(own, 1)  # by default each seed draws its own problems
+    assert ids(fixed, 0) == ids(fixed, 1) == ids(own, 0) and len(ids(own, 0)) == 40  # seed 0's, for both
+    # seed 0 with eval.seed = 0 is the run it was without it
+    assert (fixed / "seed0" / "summary.json").read_text() == (own / "seed0" / "summary.json").read_text()
+    summaries = [json.loads((fixed / f"seed{s}" / "summary.json").read_text()) for s in (0, 1)]
+    assert summaries[0]["phases"][0]["problems"] == summaries[1]["phases"][0]["problems"] == 40

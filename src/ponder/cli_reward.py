@@ -79,7 +79,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise RunDirError(f"{root}: no reward model directories in it (train some with `ponder reward train`)")
     models = {d.name: load_model(d) for d in dirs}
     ns = sorted({int(x) for x in args.n.split(",")})
-    problems = task.problems("test", args.problems or cfg.eval.problems, cfg.seed)
+    problems = task.problems("test", args.problems or cfg.eval.problems, cfg.test_seed)
     sampling = Sampling(n=max(ns), temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                         max_new_tokens=cfg.eval.max_new_tokens, seed=stable_seed(cfg.seed, "reward_eval"))
     groups = generate_in_chunks(policy, [p.prompt for p in problems], sampling, chunk=max(1, 512 // max(ns)),

@@ -54,7 +54,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     policy = TinyPolicy.load(run_dir / "checkpoints" / checkpoint, dtype=cfg.policy.dtype,
                              batch_size=cfg.policy.batch_size)
     prm = load_model(reward_dir(run_dir) / "prm")
-    problems = task.problems("test", sc.problems, cfg.seed)
+    problems = task.problems("test", sc.problems, cfg.test_seed)
     seed = stable_seed(cfg.seed, "search", checkpoint)
     rows = sweep(problems, policy, prm, task, sc, seed=seed, progress=not args.quiet)
     difficulty = estimate_difficulty(problems, policy, task, sc.difficulty_samples, sc.temperature,

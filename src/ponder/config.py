@@ -133,6 +133,10 @@ class EvalConfig:
     """Nucleus mass for the N-sample methods."""
     max_new_tokens: int = 96
     """Generation cap per sample."""
+    seed: int | None = None
+    """Seed of the held-out problem draw (evaluations and the search sweep); None: the recipe's seed. A
+    fixed value gives every seed of `ponder run --seeds K` the same test problems, so their spread is
+    that of training alone and their figures pair problem by problem."""
 
     def __post_init__(self) -> None:
         if self.problems < 1:
@@ -203,6 +207,11 @@ class RunConfig:
         if self.learn.rounds and self.learn.learner_object.needs_prm and "prm" not in self.reward.models:
             raise ValueError(f"learn.learner = {self.learn.learner!r} searches with a process reward model: add "
                              "\"prm\" to reward.models")
+
+    @property
+    def test_seed(self) -> int:
+        """The seed held-out problems are drawn with: `eval.seed`, else the recipe's."""
+        return self.seed if self.eval.seed is None else self.eval.seed
 
     def task_config(self):
         """The chosen task's own config object (validated when the recipe was loaded)."""

@@ -92,7 +92,7 @@ def _search_phase(run: Run, cfg: RunConfig, policy, task, progress: bool) -> dic
     """The test-time scaling sweep of the current policy, guided by the run's PRM, and the
     compute-optimal curve over difficulty bins."""
     sc = cfg.search
-    problems = task.problems("test", sc.problems, cfg.seed)
+    problems = task.problems("test", sc.problems, cfg.test_seed)
     prm = load_model(reward_dir(run.path) / "prm")
     seed = stable_seed(cfg.seed, "search")
     rows = sweep(problems, policy, prm, task, sc, seed=seed, progress=progress)
@@ -268,7 +268,7 @@ def run_loop(cfg: RunConfig, run: Run, *, task: Task | None = None, progress: bo
 
 def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable[[str], None], *,
             place: Callable, verifier) -> dict:
-    test_problems = task.problems("test", cfg.eval.problems, cfg.seed)
+    test_problems = task.problems("test", cfg.eval.problems, cfg.test_seed)
     policy = None
     if run.state.get("last_checkpoint"):
         policy = place(load_policy(cfg, run.checkpoint_dir(run.state["last_checkpoint"]),
