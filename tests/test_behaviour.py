@@ -174,3 +174,16 @@ def test_a_bad_baseline_setting_is_one_error_naming_the_key(tmp_path, capsys, se
     assert main(_tiny_args(tmp_path, "bad", setting)) != 0
     err = capsys.readouterr().err
     assert message in err and not (tmp_path / "bad").exists()
+
+
+def test_the_multi_seed_tables_show_behaviour_rates_over_seeds(tmp_path):
+    from ponder.markdown import multi_seed
+    from ponder.replicate import aggregate
+
+    _, summary = _hand_run(tmp_path, behaviours=True)
+    md = multi_seed(aggregate([summary, summary]))
+    assert "Behaviours of the samples at temperature" in md
+    assert "| init | 0.0 (0.0-0.0) | 0.0 (0.0-0.0) | 0.000 (0.000-0.000) | 20.0 (20.0-20.0) |" in md  # FORGOT
+    assert "| round1 | 100.0 (100.0-100.0) | 100.0 (100.0-100.0) | 1.000 (1.000-1.000) | 40.0 (40.0-40.0) |" in md
+    _, plain = _hand_run(tmp_path, behaviours=False)
+    assert "Behaviours" not in multi_seed(aggregate([plain, plain]))

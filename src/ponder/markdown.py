@@ -91,6 +91,18 @@ def multi_seed(agg: dict) -> str:
         unsettled = sum(v is not None and abs(v) > CONVERGENCE_POINTS + 1e-12 for v in moved["values"])
         out += ["", (f"Initialization: greedy accuracy moved {points} points over the last 20% of its SFT steps "
                 f"(per seed); {unsettled} of {len(seeds)} seeds moved more than {100 * CONVERGENCE_POINTS:.0f}.")]
+    if any(k.startswith("check_rate/") for k in figs):
+        def rate(key: str, scale: float, digits: int) -> str:
+            a = figs.get(key)
+            if a is None or a["mean"] is None:
+                return ""
+            return f"{a['mean'] * scale:.{digits}f} ({a['min'] * scale:.{digits}f}-{a['max'] * scale:.{digits}f})"
+
+        out += ["", "Behaviours of the samples at temperature, mean over seeds (range):", "", _table(
+            ["policy", "checks (%)", "corrects (%)", "fixed / solution", "tokens / solution"],
+            [[p, rate(f"check_rate/{p}", 100, 1), rate(f"correction_rate/{p}", 100, 1),
+              rate(f"fixed_per_solution/{p}", 1, 3), rate(f"tokens_per_solution/{p}", 1, 1)]
+             for p in phases if f"check_rate/{p}" in figs])]
     sweep = [k for k in figs if k.startswith("search/") and not k.endswith("/tokens_generated")]
     if sweep:
         out += ["", "Test-time scaling, mean over seeds (range):", "", _table(
