@@ -140,11 +140,11 @@ def test_a_baseline_policy_trains_on_as_many_tokens_and_is_evaluated_on_the_same
     claims = {c["id"]: c for c in summary["claims"]}
     assert claims["self_correction"]["verdict"] != "not measured"
     assert "majority@2 init - majority@2 baseline (check = 0.0" in claims["self_correction"]["evidence"]
-    assert claims["learned_corrections"]["verdict"] != "not measured"
-    assert claims["learned_corrections"]["evidence"].startswith("corrections that fixed a wrong step")
+    checked = any(sum(state["results"][p]["behaviours"]["sampled"]["check_rate"]) for p in ("eval_init", "eval_round1"))
+    assert (claims["learned_corrections"]["verdict"] != "not measured") == checked  # judged only where checks occur
     assert "Against a baseline policy" in (run / "report.html").read_text()
     md = run_markdown(run)
-    assert "| baseline (check = 0.0) |" in md and "per solution" in md
+    assert "| baseline (check = 0.0) |" in md
 
 
 def test_the_baseline_phase_resumes_without_changing_what_the_rounds_continue_from(tmp_path):

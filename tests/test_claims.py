@@ -232,13 +232,18 @@ def test_learned_corrections_compare_successful_corrections_per_solution_last_ro
     res = _results()
     fixed_init = [0.0] * 500 + [0.25] * 500
     fixed_last = [0.5] * 500 + [0.25] * 500  # half the problems gain half a successful correction per solution
-    res["eval_init"]["behaviours"] = {"sampled": {"fixed_per_solution": fixed_init}}
-    res["eval_round1"]["behaviours"] = {"sampled": {"fixed_per_solution": [9.0] * 1000}}  # not the last round
-    res["eval_round2"]["behaviours"] = {"sampled": {"fixed_per_solution": fixed_last}}
+    checks = [0.5] * 1000
+    res["eval_init"]["behaviours"] = {"sampled": {"fixed_per_solution": fixed_init, "check_rate": checks}}
+    res["eval_round1"]["behaviours"] = {"sampled": {"fixed_per_solution": [9.0] * 1000, "check_rate": checks}}
+    res["eval_round2"]["behaviours"] = {"sampled": {"fixed_per_solution": fixed_last, "check_rate": checks}}
     c = _by_id(claims(res, seed=0))["learned_corrections"]
     assert c["effect"] == pytest.approx(0.25) and c["verdict"] == "holds"
     assert c["evidence"] == "corrections that fixed a wrong step per sampled solution, round2 - init, 1000 problems"
     res["eval_round2"]["behaviours"]["sampled"]["fixed_per_solution"] = [0.0] * 1000
     assert _by_id(claims(res, seed=0))["learned_corrections"]["verdict"] == "contradicted"
+    for phase in ("eval_init", "eval_round2"):  # a policy that never checks (the default recipe): nothing to judge
+        res[phase]["behaviours"]["sampled"] = {"fixed_per_solution": [0.0] * 1000, "check_rate": [0.0] * 1000}
+    c = _by_id(claims(res, seed=0))["learned_corrections"]
+    assert c["verdict"] == "not measured" and "no solution checked a step" in c["evidence"]
     del res["eval_init"]["behaviours"]  # a task without behaviours
     assert _by_id(claims(res, seed=0))["learned_corrections"]["verdict"] == "not measured"

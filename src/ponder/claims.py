@@ -191,6 +191,9 @@ def learned_corrections(results: dict, seed: int) -> dict:
         return _claim("learned_corrections", statement, None,
                       "needs a task that reads behaviours (arithmetic with task.check) and learn.rounds >= 1")
     last = phases[-1]
+    if not any(sum(results[p]["behaviours"]["sampled"]["check_rate"]) for p in (phases[0], last)):
+        return _claim("learned_corrections", statement, None,
+                      "no solution checked a step, before learning or after (arithmetic with task.check teaches it)")
     a = results[last]["behaviours"]["sampled"]["fixed_per_solution"]
     b = results["eval_init"]["behaviours"]["sampled"]["fixed_per_solution"]
     return _claim("learned_corrections", statement, paired(a, b, seed=stable_seed(seed, "learned_corrections")),
