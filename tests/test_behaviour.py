@@ -187,3 +187,8 @@ def test_the_multi_seed_tables_show_behaviour_rates_over_seeds(tmp_path):
     assert "| round1 | 100.0 (100.0-100.0) | 100.0 (100.0-100.0) | 1.000 (1.000-1.000) | 40.0 (40.0-40.0) |" in md
     _, plain = _hand_run(tmp_path, behaviours=False)
     assert "Behaviours" not in multi_seed(aggregate([plain, plain]))
+    for p in summary["phases"]:  # rates kept, but no solution ever checked (a task without the behaviour)
+        for b in p["behaviours"].values():
+            for metric in ("check_rate", "correction_rate"):
+                b[metric]["mean"] = 0.0
+    assert "Behaviours" not in multi_seed(aggregate([summary, summary]))

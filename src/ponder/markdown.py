@@ -91,7 +91,7 @@ def multi_seed(agg: dict) -> str:
         unsettled = sum(v is not None and abs(v) > CONVERGENCE_POINTS + 1e-12 for v in moved["values"])
         out += ["", (f"Initialization: greedy accuracy moved {points} points over the last 20% of its SFT steps "
                 f"(per seed); {unsettled} of {len(seeds)} seeds moved more than {100 * CONVERGENCE_POINTS:.0f}.")]
-    if any(k.startswith("check_rate/") for k in figs):
+    if any(v["mean"] for k, v in figs.items() if k.startswith(("check_rate/", "correction_rate/"))):
         def rate(key: str, scale: float, digits: int) -> str:
             a = figs.get(key)
             if a is None or a["mean"] is None:
