@@ -57,7 +57,7 @@ def test_default_recipe_loads_with_its_values():
     assert cfg.model == ModelConfig(n_layer=4, n_head=4, d_model=128, max_seq_len=96)
     assert cfg.policy == PolicyConfig(dtype="float32", batch_size=512)
     assert cfg.init == InitConfig(demos=20000, sft=SFTConfig(steps=800, batch_size=64, lr=3e-3, warmup=20, decay=0.75))
-    assert cfg.eval == EvalConfig(problems=200, n=(1, 4, 16), temperature=0.5, max_new_tokens=64)
+    assert cfg.eval == EvalConfig(problems=200, n=(1, 4, 16), temperature=0.5, max_new_tokens=64, seed=0)
     assert isinstance(cfg.eval.n, tuple)
     assert (cfg.learn.learner, cfg.learn.rounds, cfg.learn.problems) == ("rloo", 2, 1000)
     assert (cfg.learn.rl.steps, cfg.learn.rl.prompts_per_step, cfg.learn.rl.lr) == (5, 64, 1e-4)
@@ -262,7 +262,7 @@ def test_to_toml_round_trip_control_characters(tmp_path):
 
 def test_to_dict_and_to_toml_shape():
     d = to_dict(EvalConfig(n=(1, 2)))
-    assert d == {"problems": 200, "n": [1, 2], "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 96}
+    assert d == {"problems": 200, "n": [1, 2], "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 96, "seed": None}
     assert to_toml({"a": 1, "t": {"b": "x", "u": {"c": [1.5, True]}}}) == (
         'a = 1\n\n[t]\nb = "x"\n\n[t.u]\nc = [1.5, true]\n')
 
