@@ -72,7 +72,8 @@ BEHAVIOURS = ("check_rate", "correction_rate", "fixed_per_solution", "tokens_per
 def figures(summary: dict) -> dict[str, float]:
     """Every number of a summary worth aggregating, by a stable label: greedy and majority accuracy per
     evaluation, each selection method's accuracy, each sweep point's accuracy and tokens, reward-model
-    quality, the sampled solutions' behaviour rates (`BEHAVIOURS`), each claim's effect, and how far init's greedy accuracy moved over its last 20% of steps."""
+    quality, the sampled solutions' behaviour rates (`BEHAVIOURS`), each claim's effect, and how far
+    init's greedy accuracy moved over its last 20% of steps."""
     out: dict[str, float] = {}
     if conv := summary.get("init_convergence"):
         out["init/greedy_at_80pct_steps"] = conv["greedy_accuracy"][0]
@@ -131,9 +132,7 @@ def _fmt(label: str, v: float | None) -> str:
         return ""
     if label.endswith("tokens_generated") or label.startswith("tokens_per_solution"):
         return f"{v:.0f}"
-    if label.startswith("fixed_per_solution"):
-        return f"{v:.3f}"
-    if label.startswith(("reward/", *(f"claim/{cid}" for cid in UNITS))):
+    if label.startswith(("reward/", "fixed_per_solution", *(f"claim/{cid}" for cid in UNITS))):
         return f"{v:.3f}"
     return f"{v * 100:.1f}"
 

@@ -37,6 +37,13 @@ def _evaluation(name: str, res: dict, seed: int) -> dict:
                                for kind, rows in res["behaviours"].items()}} if "behaviours" in res else {})}
 
 
+def _search_rows(name: str, res: dict, seed: int) -> list[dict]:
+    """One evaluation's selection rows without their per-problem scores, each with its interval."""
+    return [{**{k: v for k, v in r.items() if k != "per_problem"},
+             "ci": accuracy_interval(r.get("per_problem"), seed=seed, label=f"{name}/{r['method']}@{r['n']}")}
+            for r in res["search"]]
+
+
 def build_summary(config: dict, results: dict, metrics: list[dict] | None = None) -> dict:
     """Machine-readable results: greedy accuracy per phase against cumulative training compute, and
     each search method's accuracy and generated tokens at each N, every accuracy with its 95% bootstrap
@@ -58,19 +65,13 @@ def build_summary(config: dict, results: dict, metrics: list[dict] | None = None
                            "train_tokens": train_tokens, "sample_tokens": sample_tokens,
                            "training_compute_tokens": train_tokens + sample_tokens,
                            "learning_compute_tokens": learn_tokens})
-            search[learned] = [{**{k: v for k, v in r.items() if k != "per_problem"},
-                                "ci": accuracy_interval(r.get("per_problem"), seed=seed,
-                                                        label=f"{name}/{r['method']}@{r['n']}")}
-                               for r in res["search"]]
+            search[learned] = _search_rows(name, res, seed)
     baseline = results.get("baseline")
     if baseline:
         baseline = {"settings": baseline["settings"], "train_tokens": baseline["train_tokens"],
                     "init_train_tokens": baseline["init_train_tokens"], "steps": baseline["steps"],
                     **_evaluation("baseline", baseline, seed),
-                    "search": [{**{k: v for k, v in r.items() if k != "per_problem"},
-                                "ci": accuracy_interval(r.get("per_problem"), seed=seed,
-                                                        label=f"baseline/{r['method']}@{r['n']}")}
-                               for r in baseline["search"]]}
+                    "search": _search_rows("baseline", baseline, seed)}
     rounds = {k: v for k, v in results.items() if k.startswith("round")}
     reward_models = {name.removeprefix("eval_"): res["reward_models"] for name, res in results.items()
                      if name.startswith("eval_") and "reward_models" in res}

@@ -320,6 +320,10 @@ class Arithmetic(BaseTask):
         reference = [[t.strip() for t in alts]
                      for alts in zip(*(self.trace(problem, s) for s in ("column", "column_ba")))][: self.config.digits]
         lines = [line.strip() for line in split_steps(text)]
+
+        def right(line: str, column: int) -> bool:
+            return column < len(reference) and line in reference[column]
+
         col, previous = 0, None  # previous: (line, column) of the last column step
         on_track, i = True, 0  # on_track: no step before stood wrong
         while i < len(lines):
@@ -330,17 +334,14 @@ class Arithmetic(BaseTask):
                 if check.group(5) == "no" and i + 1 < len(lines) and STEP.match(lines[i + 1]) and previous:
                     before, column = previous
                     after = lines[i + 1]
-                    right = [column < len(reference) and x in reference[column] for x in (before, after)]
+                    was, now = right(before, column), right(after, column)
                     out["corrections"] += 1
-                    out["fixed"] += not right[0] and right[1]
-                    out["broke"] += right[0] and not right[1]
+                    out["fixed"] += not was and now
+                    out["broke"] += was and not now
                     previous, i = (after, column), i + 1  # the redo stands for its column
             elif STEP.match(line):
-                standing_right = previous is None or (previous[1] < len(reference) and previous[0] in reference[previous[1]])
-                if standing_right and on_track:
-                    out["errors"] += not (col < len(reference) and line in reference[col])
-                else:
-                    on_track = False
+                on_track = on_track and (previous is None or right(*previous))
+                out["errors"] += on_track and not right(line, col)
                 previous, col = (line, col), col + 1
             i += 1
         return out
