@@ -135,6 +135,38 @@ def test_the_misconception_appears_at_its_rate_on_exactly_its_class_of_steps(rat
     assert abs(forgot / chances - rate) < 4 * sd, (forgot, chances)
 
 
+def test_a_graded_misconception_rises_with_the_columns_digit_sum():
+    lo, hi = 0.2, 0.9
+    task = Arithmetic(misconception=[lo, hi], styles=("column",))
+    assert task.config.misconception == (lo, hi)
+    chances: dict[int, int] = {}
+    forgot: dict[int, int] = {}
+    for p in task.problems("train", 20000, seed=3):
+        carry_in = 0
+        for step in task.demonstration(p).splitlines()[:-1]:
+            lhs, rhs = step.split("=")
+            x, y, c = (int(v) for v in lhs.split("+"))
+            if carry_in and x + y >= 9:
+                chances[x + y] = chances.get(x + y, 0) + 1
+                forgot[x + y] = forgot.get(x + y, 0) + (c == 0)
+            else:
+                assert c == carry_in
+            carry_in = int(rhs.split(" c")[1])
+    assert sorted(chances) == list(range(9, 19))
+    for low, high in ((9, 11), (12, 14), (15, 18)):  # sums pooled in bins, so each has enough chances
+        n = sum(chances[s] for s in range(low, high + 1))
+        expected = sum(chances[s] * (lo + (hi - lo) * (s - 9) / 9) for s in range(low, high + 1)) / n
+        rate = sum(forgot[s] for s in range(low, high + 1)) / n
+        assert n > 400 and abs(rate - expected) < 4 * (expected * (1 - expected) / n) ** 0.5, (low, rate, expected)
+    assert task.misconception_at(9) == lo and task.misconception_at(18) == hi
+
+
+def test_a_pair_of_equal_chances_is_the_plain_misconception():
+    plain, pair = Arithmetic(misconception=0.6), Arithmetic(misconception=[0.6, 0.6])
+    for p in plain.problems("train", 500, seed=0):
+        assert plain.demonstration(p) == pair.demonstration(p)
+
+
 def test_without_a_misconception_demonstrations_are_the_true_traces():
     for styles in (("column",), ("column", "column_ba")):
         task = Arithmetic(styles=styles)
@@ -153,7 +185,7 @@ def test_gold_step_labels_still_judge_the_true_steps():
 
 
 def test_misconception_settings_are_checked():
-    for bad in (-0.1, 1.5, True, "high"):
+    for bad in (-0.1, 1.5, True, "high", (0.9, 0.6), (0.6,), (0.5, 0.7, 0.9), (0.5, 1.2), (True, 0.8)):
         with pytest.raises(TaskError, match="misconception must be a probability in"):
             ArithmeticConfig(misconception=bad)
     for kwargs in ({"op": "-"}, {"op": "*"}, {"styles": ("column", "place")}):
@@ -168,6 +200,10 @@ def test_a_bad_misconception_in_a_recipe_is_one_line_naming_it():
         load_recipe(None, ["task.misconception=2"])
     assert "\n" not in str(e.value) and "[task]" in str(e.value) and "misconception must be a probability" in str(e.value)
     assert load_recipe(None, ["task.misconception=0.7"]).make_task().config.misconception == 0.7
+    with pytest.raises(ConfigError) as e:
+        load_recipe(None, ["task.misconception=[0.9, 0.6]"])
+    assert "\n" not in str(e.value) and "[task]" in str(e.value) and "pair [lo, hi]" in str(e.value)
+    assert load_recipe(None, ["task.misconception=[0.6, 0.95]"]).make_task().config.misconception == (0.6, 0.95)
 
 
 # -- a teacher that checks and corrects itself -----------------------------------------------------------

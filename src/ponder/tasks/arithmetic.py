@@ -40,7 +40,10 @@ wrong step, so its answer is wrong. Trained to convergence, greedy decoding inhe
 misconception (with p > 1/2 the wrong step is the likelier one) on exactly the problems that hold
 such a column, about 38% of 3-digit ones; sampling still takes the right step some of the time.
 `trace` (and so the gold step labels) stays the true computation: the misconception is in the data,
-not in the task's judgement.
+not in the task's judgement. `misconception = [lo, hi]` grades it: the chance rises linearly with the
+column's digit sum, from `lo` at 9 to `hi` at 18. A uniform chance leaves every such step equally far
+from the policy's tipping point, so learning flips them all at once and greedy accuracy jumps; graded,
+they flip one digit sum after another and greedy accuracy rises round by round.
 
 Behaviours: a teacher that checks and corrects itself (`check`, addition's column styles only). After
 a column step with a carry coming in, the teacher checks the step with probability `check` (a stable
@@ -87,6 +90,10 @@ def check_line(v: int, first: int, second: int, carry_in: int) -> str:
     return f"check {v}-{first}-{second}={d} {'ok' if d == carry_in else 'no'}"
 
 
+def _is_probability(v: object) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0.0 <= v <= 1.0
+
+
 def _draw(what: str, problem: Problem, column: int, p: float) -> bool:
     """A stable draw per problem and column, true with probability `p`."""
     return p > 0 and (stable_seed(what, problem.id, column) % 1_000_000) < p * 1_000_000
@@ -103,9 +110,11 @@ class ArithmeticConfig:
     styles: tuple[str, ...] = ("column",)
     """Reasoning strategies the demonstrations use: 'column' (digit by digit with carries) and/or
     'place' (split by place value, then add the parts)."""
-    misconception: float = 0.0
+    misconception: float | tuple[float, ...] = 0.0
     """Chance that a demonstration forgets the incoming carry in a column whose digits sum to 9 or more
-    (addition, column styles): a teacher with a systematic error (see the module docstring). 0: none."""
+    (addition, column styles): a teacher with a systematic error (see the module docstring). 0: none.
+    A pair `[lo, hi]` grades it: the chance rises linearly with the column's digit sum, from `lo` at 9
+    to `hi` at 18, so the error is held more firmly on some steps than on others."""
     check: float = 0.0
     """Chance that a demonstration checks a column step that has a carry coming in, and redoes the step
     when the check finds the carry forgotten (addition, column styles; see the module docstring). 0: none."""
@@ -120,11 +129,18 @@ class ArithmeticConfig:
             raise TaskError(f"task arithmetic: digits must be in 1..12, got {self.digits}")
         if self.op not in OPS:
             raise TaskError(f"task arithmetic: op must be one of {', '.join(OPS)}, got {self.op!r}")
+        m = self.misconception
+        if isinstance(m, (tuple, list)):
+            if len(m) != 2 or not all(_is_probability(v) for v in m) or m[0] > m[1]:
+                raise TaskError(f"task arithmetic: misconception must be a probability in [0, 1] or a pair "
+                                f"[lo, hi] of them with lo <= hi, got {list(m)!r}")
+            object.__setattr__(self, "misconception", tuple(float(v) for v in m))
         for name, what in (("misconception", "a forgotten carry"), ("check", "a carry check")):
             m = getattr(self, name)
-            if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0:
-                raise TaskError(f"task arithmetic: {name} must be a probability in [0, 1], got {m!r}")
-            if m and (self.op != "+" or "place" in self.styles):
+            if not isinstance(m, tuple) and not _is_probability(m):
+                raise TaskError(f"task arithmetic: {name} must be a probability in [0, 1]"
+                                f"{' or a pair [lo, hi] of them' if name == 'misconception' else ''}, got {m!r}")
+            if any(m if isinstance(m, tuple) else (m,)) and (self.op != "+" or "place" in self.styles):
                 raise TaskError(f"task arithmetic: {name} ({what}) needs op '+' and column styles only")
 
 
@@ -151,10 +167,21 @@ class Arithmetic(BaseTask):
         styles = self.config.styles
         return styles[stable_seed("style", problem.id) % len(styles)]
 
-    def forgets(self, problem: Problem, column: int) -> bool:
-        """Whether the teacher forgets the carry into `column` (0: the ones) when it has the chance:
-        a stable draw per problem and column, true with probability `misconception`."""
-        return _draw("misconception", problem, column, self.config.misconception)
+    def misconception_at(self, digit_sum: int) -> float:
+        """The chance that the teacher forgets the incoming carry in a column whose digits sum to
+        `digit_sum` (9 to 18): `misconception`, or its pair graded linearly over the sums."""
+        m = self.config.misconception
+        if not isinstance(m, tuple):
+            return m
+        lo, hi = m
+        t = (min(max(digit_sum, 9), 18) - 9) / 9
+        return lo * (1 - t) + hi * t
+
+    def forgets(self, problem: Problem, column: int, digit_sum: int = 9) -> bool:
+        """Whether the teacher forgets the carry into `column` (0: the ones), whose digits sum to
+        `digit_sum`, when it has the chance: a stable draw per problem and column, true with
+        probability `misconception_at(digit_sum)`."""
+        return _draw("misconception", problem, column, self.misconception_at(digit_sum))
 
     def checks(self, problem: Problem, column: int) -> bool:
         """Whether the teacher checks its step of `column` when a carry comes into it: a stable draw per
@@ -185,7 +212,7 @@ class Arithmetic(BaseTask):
                 if op == "+":
                     first, second = (y, x) if style == "column_ba" else (x, y)
                     used = carry
-                    if teacher and carry and x + y >= 9 and self.forgets(problem, i):
+                    if teacher and carry and x + y >= 9 and self.forgets(problem, i, x + y):
                         used = 0  # the misconception: the incoming carry is forgotten
                     v = x + y + used
                     steps.append(f"{first}+{second}+{used}={v} c{v // 10}")
