@@ -85,6 +85,7 @@ def test_run_writes_a_complete_run_directory_and_is_deterministic(tmp_path, caps
 def test_resume_after_a_crash_gives_the_same_summary(tmp_path, monkeypatch):
     assert _run(tmp_path, "whole") == 0
     expected = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    _check_phase_times(tmp_path / "whole")
 
     real_round = ExpertIteration.learn
 
@@ -103,6 +104,26 @@ def test_resume_after_a_crash_gives_the_same_summary(tmp_path, monkeypatch):
     metrics = [json.loads(line) for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
     done_events = [m["phase"] for m in metrics if m.get("event") == "phase_done"]
     assert done_events == ["init", "reward", "eval_init", "search", "round1", "eval_round1"]
+
+
+def _check_phase_times(run_dir: Path) -> None:
+    """Each phase's seconds split by activity: the activities the phase does are charged, and they and
+    `other` add up to the phase's wall time. The report shows the table; summary.json has no timings."""
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    spent = {m["phase"]: m for m in metrics if m.get("event") == "phase_done"}
+    for phase, m in spent.items():
+        a = m["activities"]
+        assert set(a) == {"sampling", "training", "scoring", "other"} and min(a.values()) >= 0, phase
+        assert sum(a.values()) == pytest.approx(m["seconds"], abs=0.01), phase
+    # init trains, and samples only for its convergence check
+    assert spent["init"]["activities"]["training"] > spent["init"]["activities"]["sampling"] > 0
+    assert spent["reward"]["activities"]["sampling"] > 0 and spent["reward"]["activities"]["training"] > 0
+    assert spent["eval_init"]["activities"]["sampling"] > 0 and spent["eval_init"]["activities"]["scoring"] > 0
+    assert spent["eval_init"]["activities"]["training"] == 0
+    assert spent["search"]["activities"]["sampling"] > 0 and spent["search"]["activities"]["scoring"] > 0
+    assert spent["round1"]["activities"]["sampling"] > 0  # (this tiny policy keeps no sample to train on)
+    assert "Where the time went" in (run_dir / "report.html").read_text()
+    assert "activities" not in (run_dir / "summary.json").read_text()
 
 
 def test_unknown_recipe_key_is_one_clear_line(tmp_path, capsys):

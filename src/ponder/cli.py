@@ -21,6 +21,7 @@ from ponder.signals import Interrupted, install_handlers
 from ponder.tasks import TASKS, register
 from ponder.tasks.base import TaskError
 from ponder.tasks.plugins import load_entry_points
+from ponder.timing import phase_times, time_line
 from ponder.training import TrainingDiverged
 
 USER_ERRORS = (ConfigError, RunDirError, TaskError, PolicyLoadError, RewardModelLoadError, PairsFileError)
@@ -96,6 +97,8 @@ def _execute(cfg, run: Run, task, args: argparse.Namespace, resume_hint: Path) -
     summary = write_report(run.path)
     print(_results_table(summary))
     print("\nclaims (computed from the intervals):\n" + claims_lines(summary["claims"]))
+    if line := time_line(phase_times(run.metrics())):
+        print("\n" + line)
     print(f"\nreport: {run.path / 'report.html'}\nsummary: {run.path / 'summary.json'}")
     return 0
 

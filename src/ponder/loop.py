@@ -9,7 +9,6 @@ run with the same seed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from ponder.reward.verifier import VerifierReward
 from ponder.runs import Run
 from ponder.search.scaling import compute_optimal, estimate_difficulty, sweep
 from ponder.tasks.base import Task, stable_seed
+from ponder.timing import clock
 from ponder.training import Checkpointing
 
 SAMPLES_SAVED = 50  # problems per evaluation whose completions go to samples/<phase>.jsonl
@@ -281,7 +281,7 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
         if run.done(phase):
             continue
         torch.manual_seed(stable_seed(cfg.seed, phase, "torch"))
-        t0 = time.perf_counter()
+        span = clock.span()
         if phase == "init" and cfg.init.checkpoint:
             policy = place(_policy_from_checkpoint(cfg))
             run.save_checkpoint(policy, phase)
@@ -332,6 +332,8 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
                  else "")
             echo(f"[{phase}] {cfg.learn.learner}: {extra}{result['sample_tokens']} tokens sampled, "
                  f"{result['train_tokens']} trained")
-        run.log({"phase": phase, "step": -1, "event": "phase_done", "seconds": round(time.perf_counter() - t0, 3)})
+        spent = span.stop()
+        run.log({"phase": phase, "step": -1, "event": "phase_done", "seconds": spent["seconds"],
+                 "activities": {k: v for k, v in spent.items() if k != "seconds"}})
         run.finish_phase(phase, result)
     return run.state["results"]

@@ -19,6 +19,7 @@ from ponder.behaviour import summarize as summarize_behaviours
 from ponder.claims import accuracy_interval, claims, comparisons, effect_text
 from ponder.convergence import convergence, convergence_line
 from ponder.runs import write_atomic, write_json
+from ponder.timing import phase_times, time_line
 
 
 def _evaluation(name: str, res: dict, seed: int) -> dict:
@@ -368,6 +369,7 @@ def write_report(run_dir: str | Path) -> dict:
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     summary = build_summary(config, state["results"], metrics)
     write_json(run_dir / "summary.json", summary)
+    times = phase_times(metrics)
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
     made = [name for name, fn in (("training.png", lambda p: _plot_training(metrics, p)),
@@ -439,6 +441,13 @@ def write_report(run_dir: str | Path) -> dict:
         parts += [f"<h2>Learning rounds ({html.escape(str(summary.get('learner')))})</h2>",
                   _table(summary["learning"], cols)]
     parts.append(comparisons_section(summary["comparisons"]))
+    if times:
+        parts += ["<h2>Where the time went</h2>",
+                  ("<p>Wall-clock seconds per phase in this process, split by what the code was doing: sampling "
+                   "(the policy's decode), training (optimizer steps), scoring (forward passes without gradients: "
+                   "reward models, log-probs) and the rest. Not part of summary.json: they vary from run to run. "
+                   f"{html.escape(time_line(times))}.</p>"),
+                  _table(times, list(times[0]))]
     parts += [f'<h2>{n.removesuffix(".png").title()}</h2><img src="plots/{n}" alt="{n}">' for n in made]
     if samples:
         parts.append("<h2>Samples</h2><ul>" + "".join(

@@ -2,7 +2,8 @@
 
     runs/<name>/
       config.toml        the resolved recipe (what actually ran; `ponder run config.toml` repeats it)
-      metrics.jsonl      one JSON object per logged step: phase, step, loss, accuracy, tokens, time
+      metrics.jsonl      one JSON object per logged step: phase, step, loss, accuracy, tokens, time;
+                         each phase's `phase_done` line: its seconds, and by activity (`ponder.timing`)
       state.json         phases finished, their results, and the metrics line count at that point
       checkpoints/<phase>/  model.safetensors + config.json after each phase that changes the policy
       samples/<phase>.jsonl  completions from each evaluation, for reading what the model does

@@ -18,6 +18,7 @@ import torch
 
 from ponder.progress import bar as progress_bar
 from ponder.signals import Interrupted, stop_requested
+from ponder.timing import activity
 
 
 @dataclass(frozen=True)
@@ -146,17 +147,18 @@ def train_steps(model, batch_loss: Callable[[list[int]], tuple[torch.Tensor, int
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        idx = torch.randint(n_examples, (cfg.batch_size,), generator=gen).tolist()
-        loss, tokens = batch_loss(idx)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"{phase}: non-finite loss ({term} = {loss.item()}) at step {step + 1}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        if not torch.isfinite(norm):
-            raise TrainingDiverged(f"{phase}: non-finite gradient of the {term} loss (norm = {norm.item()}) "
-                                   f"at step {step + 1}")
-        opt.step()
+        with activity("training"):
+            idx = torch.randint(n_examples, (cfg.batch_size,), generator=gen).tolist()
+            loss, tokens = batch_loss(idx)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{phase}: non-finite loss ({term} = {loss.item()}) at step {step + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            if not torch.isfinite(norm):
+                raise TrainingDiverged(f"{phase}: non-finite gradient of the {term} loss (norm = {norm.item()}) "
+                                       f"at step {step + 1}")
+            opt.step()
         total_tokens += tokens
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")

@@ -70,6 +70,7 @@ from ponder.reward.base import OutcomeReward
 from ponder.reward.verifier import VerifierReward
 from ponder.signals import check_stop
 from ponder.tasks.base import Task
+from ponder.timing import timed
 from ponder.types import Problem
 
 
@@ -228,6 +229,7 @@ def critic_values(policy, head: ValueHead, rollout: Rollout, r: Sequence[int], *
     return head(hidden)
 
 
+@timed("training")
 def fit_critic(values_of: Callable[[int, list[int]], Tensor], params: list[Tensor], opt: torch.optim.Optimizer,
                rows: list[list[int]], old_values: Tensor, returns: Tensor, mask: Tensor, cfg: PPOConfig,
                normalizer: float) -> list[float]:

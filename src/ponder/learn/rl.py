@@ -39,6 +39,7 @@ from ponder.reward.base import OutcomeReward
 from ponder.reward.verifier import VerifierReward
 from ponder.signals import check_stop
 from ponder.tasks.base import Task
+from ponder.timing import timed
 from ponder.training import TrainingDiverged
 from ponder.types import Cost, Problem, Sampling
 
@@ -238,6 +239,7 @@ def make_reference(policy: Policy) -> Policy:
 LossFn = Callable[[int, Tensor, Tensor, Tensor], tuple[Tensor, dict[str, float]]]
 
 
+@timed("training")
 def update(policy: Policy, opt: torch.optim.Optimizer, params: list[Tensor], rollout: Rollout, rows: list[list[int]],
            loss_fn: LossFn, *, epochs: int, grad_clip: float, lr: float, phase: str, step: int) -> dict[str, float]:
     """`epochs` optimizer updates on one rollout, each accumulating the gradients of all micro-batches

@@ -59,6 +59,7 @@ from ponder.policy.hf_loading import (
     locate,
 )
 from ponder.policy.tiny import PolicyLoadError, sample_next
+from ponder.timing import scoring, timed
 from ponder.types import Cost, Sample, Sampling
 
 META_FILE = "ponder_hf.json"
@@ -274,6 +275,7 @@ class HFPolicy:
         """Tokens that can still be generated after `prompt` before the context is full."""
         return self.max_seq_len - len(self.prompt_ids(prompt))
 
+    @timed("sampling")
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Sample]]:
         gen = self.generator if sampling.seed is None else torch.Generator(device=self.device).manual_seed(sampling.seed)
@@ -311,6 +313,7 @@ class HFPolicy:
                  for c in completions]
         return self.logprobs_of_ids(prompts, c_ids)
 
+    @scoring
     def logprobs_of_ids(self, prompts: Sequence[str], completion_ids: Sequence[Sequence[int]]
                         ) -> tuple[Tensor, Tensor]:
         """`logprobs` of completions given as token ids (an end token included where sampled): what

@@ -30,6 +30,7 @@ from ponder.policy.base import batch_seed, record_step
 from ponder.policy.prefix_cache import PrefixCache
 from ponder.policy.tokenizer import BOS, PAD, CharTokenizer
 from ponder.policy.transformer import KVCache, ModelConfig, Transformer
+from ponder.timing import scoring, timed
 from ponder.types import Cost, Sample, Sampling
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -129,6 +130,7 @@ class TinyPolicy:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return nullcontext()
 
+    @timed("sampling")
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Sample]]:
         encoded = [[self.tokenizer.bos_id] + self.tokenizer.encode(p) for p in prompts]
@@ -157,6 +159,7 @@ class TinyPolicy:
         """Tokens that can still be generated after `prompt` before the model's context is full."""
         return self.config.max_seq_len - 1 - len(self.tokenizer.encode(prompt))
 
+    @scoring
     def logprobs(self, prompts: Sequence[str], completions: Sequence[str], *, eos: bool = True
                  ) -> tuple[Tensor, Tensor]:
         tok = self.tokenizer

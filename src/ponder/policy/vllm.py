@@ -100,6 +100,7 @@ from ponder.policy.vllm_weights import (
     shutdown_engine,
     weights_version,
 )
+from ponder.timing import timed
 from ponder.types import Sample, Sampling
 
 INSTALL_HINT = ("backend 'vllm' needs vLLM on a CUDA machine: pip install vllm (not installable on CPU-only "
@@ -288,6 +289,7 @@ class VLLMPolicy:
             old.cleanup()
         return llm
 
+    @timed("sampling")
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Sample]]:
         self._sync()

@@ -14,6 +14,7 @@ import torch
 from ponder.policy.hf_loading import DTYPES, device_of, import_transformers, load_model, load_tokenizer, locate
 from ponder.policy.tiny import PolicyLoadError
 from ponder.reward.base import check_pairs
+from ponder.timing import timed
 from ponder.types import Problem
 
 
@@ -60,6 +61,7 @@ class HFRewardModel:
         return list(ids)[-self.max_length :]
 
     @torch.no_grad()
+    @timed("scoring")
     def score(self, problems: Sequence[Problem], texts: Sequence[str]) -> list[float]:
         check_pairs(problems, texts)
         self.calls += len(texts)

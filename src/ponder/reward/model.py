@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ponder.policy.tokenizer import CharTokenizer
 from ponder.policy.transformer import ModelConfig, Transformer
 from ponder.reward.base import AGGREGATIONS, aggregate, check_pairs
+from ponder.timing import timed
 from ponder.training import Checkpointing, SFTConfig, train_steps
 from ponder.types import Problem
 
@@ -145,6 +146,7 @@ class RewardModel(nn.Module):
             values = values + self.likelihood_scale * cum
         return [values[b, spots[b]] for b in range(len(rows))]
 
+    @timed("scoring")
     @torch.no_grad()
     def _all_logits(self, problems: Sequence[Problem], texts: Sequence[str]) -> list[list[float]]:
         check_pairs(problems, texts)
