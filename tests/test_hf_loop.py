@@ -136,3 +136,18 @@ def test_missing_model_and_package_paths_are_clear(tmp_path, capsys):
         resolve_path("pkg:ponder/none.gguf")
     assert resolve_path("pkg:ponder/recipes/default.toml").endswith("default.toml")
     assert resolve_path("/a/b") == "/a/b"
+
+
+def test_a_completion_that_cannot_fit_the_models_context_is_one_error_naming_the_key(tmp_path, model_dir, capsys):
+    # the tiny Llama states a 64-token context; a 1-digit prompt takes about 9 of them
+    assert main(_args(tmp_path, "long", model_dir, "eval.max_new_tokens=60")) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("run directory:")]
+    assert len(err) == 1 and err[0].startswith("ponder: error: "), err
+    assert "eval.max_new_tokens = 60 does not fit the model's context (64 tokens)" in err[0]
+    room = 64 - 1 - len("Q: 9+9\n")  # the context less BOS and the longest 1-digit prompt, one token a character
+    assert f"lower eval.max_new_tokens to {room}" in err[0] and "policy.max_seq_len" in err[0]
+    state = json.loads((tmp_path / "long" / "state.json").read_text())
+    assert state["done"] == []  # refused before any phase finished: nothing sampled or trained
+    # the same key for a learner's generation budget
+    assert main(_args(tmp_path, "long_rl", model_dir, *GRPO, "learn.rl.max_new_tokens=58")) == 2
+    assert "learn.rl.max_new_tokens = 58 does not fit" in capsys.readouterr().err

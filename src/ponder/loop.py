@@ -24,6 +24,7 @@ from ponder.learn.base import Round
 from ponder.learn.sft import train_sft
 from ponder.policy.factory import load_policy, make_policy
 from ponder.policy.tiny import PolicyLoadError, TinyPolicy
+from ponder.preflight import check_room
 from ponder.reward.pipeline import RewardData, collect, evaluate_reward_models, load_model, train_models
 from ponder.reward.verifier import VerifierReward
 from ponder.runs import Run
@@ -290,6 +291,7 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
                       "checkpoint": cfg.init.checkpoint, "skipped_data_lines": getattr(task, "skipped_lines", 0)}
         elif phase == "init" and cfg.policy.backend != "tiny" and not cfg.init.sft.steps:
             policy = place(make_policy(cfg, seed=stable_seed(cfg.seed, "model")))
+            check_room(cfg, task, getattr(policy, "local", policy), source=str(run.path / "config.toml"))
             echo(f"[init] {policy.num_params() / 1e6:.1f}M-parameter pretrained model from {cfg.policy.path} "
                  f"({cfg.policy.backend}; no SFT: init.sft.steps = 0)")
             run.save_checkpoint(policy, phase)
@@ -297,6 +299,8 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
                       "pretrained": cfg.policy.path, "skipped_data_lines": getattr(task, "skipped_lines", 0)}
         elif phase == "init":
             policy = place(make_policy(cfg, seed=stable_seed(cfg.seed, "model")))
+            if cfg.policy.backend != "tiny":  # the built-in model was checked before the run (check_context)
+                check_room(cfg, task, getattr(policy, "local", policy), source=str(run.path / "config.toml"))
             demos = _demonstrations(cfg, task)
             kind = "transformer" if cfg.policy.backend == "tiny" else "model"
             echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter {kind}, SFT on {len(demos)} {task.name} "

@@ -14,8 +14,11 @@ a phase asks for (`init.demos = 20000` of a task with 1,000 distinct problems). 
 are drawn in full and measured on at most `sample` of them (the lengths of a procedural task's
 problems do not depend on the seed).
 
-Only the built-in backend is checked here: a pretrained model's context (thousands of tokens) and
-tokenizer are only known once it is loaded, and its backend raises on a prompt that does not fit.
+Only the built-in backend is checked before the run: a pretrained model's context and tokenizer are
+only known once it is loaded. `check_room` makes the same generation checks on a loaded policy of any
+backend (its `room` for each prompt), and the loop calls it right after loading a pretrained model,
+before any sampling or training: without it, a backend would silently cut every completion at the end
+of the context.
 """
 
 from __future__ import annotations
@@ -106,3 +109,29 @@ def check_context(cfg: RunConfig, task: Task, *, source: str, sample: int = SAMP
                               f"{use.max_new_tokens}: the longest of the {use.what} takes {longest} tokens, so "
                               f"generating needs {need} (BOS + prompt + {use.max_new_tokens}); {lower}set "
                               f"model.max_seq_len >= {need}")
+
+
+def check_room(cfg: RunConfig, task: Task, policy, *, source: str, sample: int = SAMPLE) -> None:
+    """Raise ConfigError (one line, naming the key) if a phase's `max_new_tokens` does not fit after the
+    longest of its prompts in the loaded `policy`'s context (`policy.room`); for init's SFT, if a
+    demonstration does not fit with its EOS."""
+    limit = getattr(policy, "max_seq_len", None)
+    context = f"the model's context ({limit} tokens)" if limit else "the model's context"
+    wider = ("" if cfg.policy.backend == "tiny" else
+             " or raise policy.max_seq_len, if the model supports a longer context than it states")
+    if cfg.init.sft.steps and not cfg.init.checkpoint:
+        for p in _draw(task, "train", cfg.init.demos, cfg.seed, "init.demos", source)[:sample]:
+            demo = task.demonstration(p)
+            if demo is not None and policy.room(p.prompt + demo) < 1:
+                raise ConfigError(f"{source}: a {task.name} demonstration does not fit {context} with its EOS "
+                                  f"(problem {p.id}); use a model with a longer context{wider}")
+    for use in uses(cfg):
+        prompts = [p.prompt for p in _draw(task, use.split, use.problems, cfg.seed, use.count_key, source)[:sample]]
+        if not prompts:
+            continue
+        room = min(policy.room(s) for s in prompts)
+        if room < use.max_new_tokens:
+            lower = f"lower {use.key} to {room}" if room > 0 else "use shorter prompts"
+            raise ConfigError(f"{source}: {use.key} = {use.max_new_tokens} does not fit {context}: the longest of "
+                              f"the {use.what} leaves room for {max(room, 0)} new tokens, so its completions would be "
+                              f"cut off; {lower}{wider}")
