@@ -32,6 +32,7 @@ from torch import Tensor
 from ponder.learn import losses as L
 from ponder.learn.advantages import RunningMean, baseline_advantage, group_normalized, leave_one_out
 from ponder.learn.base import Learner, Round
+from ponder.learn.memory import MIB, ModelShape, activation_bytes, budget_micro_batches, model_shape, row_lengths
 from ponder.learn.scoring import score_completions
 from ponder.policy.base import Policy
 from ponder.progress import bar as progress_bar
@@ -89,6 +90,10 @@ class RLConfig:
     """Updates per sampled batch (PPO-style reuse; > 1 makes the ratio and the clip matter)."""
     micro_batch: int = 0
     """Sequences per forward/backward pass, gradients accumulated to one update; 0: the whole batch."""
+    memory_mb: float = 0.0
+    """Most estimated activation memory (MiB) of one forward/backward pass: each step's rows are split
+    into the micro-batches that fit (`ponder.learn.memory`; with `micro_batch` too, at most that many
+    rows each); 0: `micro_batch` alone decides."""
     reduction: str | None = None
     """"token", "sequence" or "constant" (see `ponder.learn.losses`); None: the advantage's paper's."""
     kl_coef: float = 0.0
@@ -122,7 +127,8 @@ class RLConfig:
                 raise bad(name, ">= 1")
         if self.group_size < 2 and self.advantage != "reinforce":
             raise bad("group_size", f">= 2 for advantage {self.advantage!r}")
-        for name in ("steps", "warmup", "micro_batch", "weight_decay", "grad_clip", "kl_coef", "kl_cov_coef"):
+        for name in ("steps", "warmup", "micro_batch", "memory_mb", "weight_decay", "grad_clip", "kl_coef",
+                     "kl_cov_coef"):
             if getattr(self, name) < 0:
                 raise bad(name, ">= 0")
         if not (self.temperature > 0 and self.lr > 0):
@@ -188,6 +194,20 @@ def sample_rollout(policy: Policy, reward: OutcomeReward, problems: Sequence[Pro
     return Rollout([p.prompt for p, _ in flat], [s.text for _, s in flat], [s.finish == "eos" for _, s in flat],
                    [len(s.token_ids) for _, s in flat], [s.logprobs for _, s in flat], rewards,
                    Cost.total(s.cost for _, s in flat), token_ids=[tuple(s.token_ids) for _, s in flat])
+
+
+def check_memory_budget(policy: Policy, problems: Sequence[Problem], cfg, phase: str) -> ModelShape:
+    """The model's shape for `budget_micro_batches`, once the longest possible row (the longest prompt,
+    `max_new_tokens` and EOS) is known to fit `cfg.memory_mb` alone: else ValueError naming the setting,
+    before anything is sampled."""
+    shape = model_shape(policy)
+    longest = max(row_lengths(policy, [p.prompt for p in problems], [cfg.max_new_tokens + 1] * len(problems)))
+    need = activation_bytes(shape, 1, longest) / MIB
+    if need > cfg.memory_mb:
+        raise ValueError(f"{phase}: memory_mb = {cfg.memory_mb:g} is too small: one sequence of up to {longest} "
+                         f"tokens (the longest prompt + max_new_tokens + EOS) needs about {need:.1f} MiB of "
+                         f"activations; raise memory_mb to at least {need:.1f} or lower max_new_tokens")
+    return shape
 
 
 def micro_batches(n: int, size: int) -> list[list[int]]:
@@ -303,6 +323,7 @@ def train_rl(policy: Policy, reward: OutcomeReward | None, task: Task, problems:
     advantage_fn = ADVANTAGES[cfg.advantage]  # looked up once per run; the only per-algorithm code
     reduction, max_len = cfg.reduction or PAPER_REDUCTION[cfg.advantage], cfg.max_new_tokens
     cov_ratio = PAPER_COV_RATIO.get(cfg.entropy_control) if cfg.cov_ratio is None else cfg.cov_ratio
+    shape = check_memory_budget(policy, problems, cfg, phase) if cfg.memory_mb else None
     totals = {"sample_tokens": 0, "sample_flops": 0.0, "train_tokens": 0}
     history: list[dict] = []
     start = time.perf_counter()
@@ -313,7 +334,9 @@ def train_rl(policy: Policy, reward: OutcomeReward | None, task: Task, problems:
         rollout = sample_rollout(policy, reward, batch, group_size=cfg.group_size, temperature=cfg.temperature,
                                  max_new_tokens=cfg.max_new_tokens, seed=int(torch.randint(2**62, (1,), generator=gen)))
         adv = advantage_fn(rollout.rewards, cfg.group_size, baseline)
-        rows = micro_batches(len(rollout.texts), cfg.micro_batch)
+        rows = micro_batches(len(rollout.texts), cfg.micro_batch) if not cfg.memory_mb else \
+            budget_micro_batches(row_lengths(policy, rollout.prompts, rollout.lengths), shape, cfg.memory_mb,
+                                 max_rows=cfg.micro_batch)
         prepare(policy, rollout, rows, reference)
         normalizer = L.reduction_denominator(rollout.length_mask(), reduction, max_len=max_len)
 
