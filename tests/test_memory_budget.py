@@ -4,14 +4,15 @@ built-in model, the same update with and without the split."""
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
 import torch
 from conftest import make_tiny_policy
 
-from ponder.learn.memory import MIB, ModelShape, activation_bytes, budget_micro_batches, model_shape, row_lengths
 from ponder.learn import rl
+from ponder.learn.memory import MIB, ModelShape, activation_bytes, budget_micro_batches, model_shape, row_lengths
 from ponder.learn.rl import RLConfig, train_rl
 from ponder.tasks import Arithmetic
 from ponder.types import Problem
@@ -63,7 +64,7 @@ def test_rows_are_grouped_in_order_under_the_budget():
     assert [i for g in groups for i in g] == list(range(len(lengths)))  # every row once, in order
     for g in groups:
         assert activation_bytes(SHAPE, len(g), max(lengths[i] for i in g)) <= budget * MIB
-    for a, b in zip(groups, groups[1:]):  # a group ends only when the next row would not fit
+    for a, b in itertools.pairwise(groups):  # a group ends only when the next row would not fit
         assert activation_bytes(SHAPE, len(a) + 1, max(lengths[i] for i in [*a, b[0]])) > budget * MIB
     assert max(len(g) for g in budget_micro_batches(lengths, SHAPE, 1e9, max_rows=3)) == 3
     assert budget_micro_batches(lengths, SHAPE, 1e9) == [list(range(len(lengths)))]
@@ -106,9 +107,8 @@ def test_a_budget_too_small_for_one_sequence_is_refused_before_sampling():
 def test_a_budget_split_gives_the_same_update_on_a_pretrained_model(tmp_path, splits):
     os.environ["HF_HUB_OFFLINE"] = "1"
     pytest.importorskip("transformers")
-    from test_hf_policy import llama_config, make_tokenizer
-
     import transformers
+    from test_hf_policy import llama_config, make_tokenizer
 
     from ponder.policy.hf import HFConfig, HFPolicy
 
