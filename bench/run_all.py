@@ -57,6 +57,9 @@ Sections (`--sections` takes names or numbers; default all), one file each (`ben
    ops by self CPU time (torch.profiler), grouped by kind, the share of wall time spent inside ops at
    all (the rest is Python and dispatch), the top Python functions (cProfile) and the compute-bound
    floor (FLOPs / fp32 peak).
+8. phases    where a whole run spends its time: each phase's seconds split into sampling, training,
+   scoring and other (`ponder.timing`), from `--phases-run` when it is a finished run of this version,
+   else from a reduced default recipe run first (bench/sec_phases.py `REDUCED`).
 
 Results also go to `--out` (default bench/results.json) as JSON. The suite never fails as a whole:
 a section that cannot run (TRL missing, no finished run) prints why in its table.
@@ -83,24 +86,26 @@ from children import child
 from harness import SCALE_SIZES, Report
 from sec_grpo import sec_grpo
 from sec_memory import sec_memory
+from sec_phases import sec_phases
 from sec_profile import sec_profile
 from sec_sampling import sec_sampling
 from sec_scale import sec_scale
 from sec_search import sec_search
 from sec_train import sec_train
 
-SECTIONS = ("sampling", "grpo", "search", "train", "memory", "scale", "profile")
+SECTIONS = ("sampling", "grpo", "search", "train", "memory", "scale", "profile", "phases")
 
 
 SECTION_FNS = {"sampling": sec_sampling, "grpo": sec_grpo, "search": sec_search, "train": sec_train,
-               "memory": sec_memory, "scale": sec_scale, "profile": sec_profile}
+               "memory": sec_memory, "scale": sec_scale, "profile": sec_profile, "phases": sec_phases}
 TITLES = {"sampling": "Sampling throughput: built-in engine vs Hugging Face generate (same weights)",
           "grpo": "One GRPO step (sample + score + update): ponder train_rl vs TRL GRPOTrainer",
           "search": "Tree search with the prefix KV cache off and on",
           "train": "Training throughput and achieved FLOP/s vs the measured matmul peak",
           "memory": "Peak memory (RSS), one fresh process per workload",
           "scale": "Scale: sampling and an SFT step vs model size, batch and new tokens",
-          "profile": "Profile: one decode step of the built-in engine"}
+          "profile": "Profile: one decode step of the built-in engine",
+          "phases": "Where a run spends its time: phases by activity"}
 
 
 def machine_info(opts) -> dict:
@@ -163,6 +168,8 @@ def parse_args(argv=None):
     g.add_argument("--scale-repeats", type=int, default=2)
     g.add_argument("--profile-batch", type=int, default=64)
     g.add_argument("--profile-new-tokens", type=int, default=64)
+    g.add_argument("--phases-run", default="runs/default", help="a finished run whose phase times to show "
+                   "(else a reduced default recipe runs first)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
     if opts.child:
