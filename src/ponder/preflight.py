@@ -112,13 +112,12 @@ def check_context(cfg: RunConfig, task: Task, *, source: str, sample: int = SAMP
 
 
 def check_room(cfg: RunConfig, task: Task, policy, *, source: str, sample: int = SAMPLE) -> None:
-    """Raise ConfigError (one line, naming the key) if a phase's `max_new_tokens` does not fit after the
+    """For a loaded pretrained policy (the built-in model has `check_context`): raise ConfigError (one line, naming the key) if a phase's `max_new_tokens` does not fit after the
     longest of its prompts in the loaded `policy`'s context (`policy.room`); for init's SFT, if a
     demonstration does not fit with its EOS."""
     limit = getattr(policy, "max_seq_len", None)
     context = f"the model's context ({limit} tokens)" if limit else "the model's context"
-    wider = ("" if cfg.policy.backend == "tiny" else
-             " or raise policy.max_seq_len, if the model supports a longer context than it states")
+    wider = " or raise policy.max_seq_len, if the model supports a longer context than it states"
     if cfg.init.sft.steps and not cfg.init.checkpoint:
         for p in _draw(task, "train", cfg.init.demos, cfg.seed, "init.demos", source)[:sample]:
             demo = task.demonstration(p)

@@ -38,15 +38,18 @@ class ModelShape:
     value_bytes: int
 
 
-def model_shape(policy) -> ModelShape:
-    """The shape of the built-in model or of a Hugging Face causal LM behind `policy` (a Ray or vLLM
-    wrapper is looked through)."""
+def _trained(policy):
+    """The policy that trains behind `policy`: a Ray wrapper's local copy, the vLLM backend's HF copy."""
     policy = getattr(policy, "local", policy)
-    policy = getattr(policy, "hf", policy)  # the vLLM backend trains its HF copy
-    dtype = str(getattr(policy, "dtype", "float32"))
-    value_bytes = 2 if any(k in dtype for k in ("bfloat16", "float16", "bf16", "fp16")) else 4
+    return getattr(policy, "hf", policy)
+
+
+def model_shape(policy) -> ModelShape:
+    """The shape of the built-in model or of a Hugging Face causal LM behind `policy`."""
+    policy = _trained(policy)
     cfg = getattr(policy, "config", None)
     if hasattr(cfg, "n_layer") and hasattr(policy, "tokenizer"):  # the built-in model
+        value_bytes = 2 if policy.dtype in ("bfloat16", "float16") else 4
         return ModelShape(cfg.n_layer, cfg.d_model, cfg.n_head, policy.tokenizer.vocab_size, value_bytes)
     model = getattr(policy, "model", None)
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -91,8 +94,7 @@ def budget_micro_batches(lengths: Sequence[int], shape: ModelShape, budget_mib: 
 
 def prompt_tokens(policy, prompt: str) -> int:
     """Tokens `policy` conditions on for `prompt` (BOS and any chat template included)."""
-    policy = getattr(policy, "local", policy)
-    policy = getattr(policy, "hf", policy)
+    policy = _trained(policy)
     if hasattr(policy, "prompt_ids"):
         return len(policy.prompt_ids(prompt))
     return 1 + len(policy.tokenizer.encode(prompt))  # the built-in model: BOS + characters
