@@ -63,6 +63,24 @@ def test_verify_gold_and_wrong(chain):
     assert chain.extract_answer("no answer line") is None
 
 
+def test_last_number_answers():
+    task = ReasoningGymTask(dataset="chain_sum", size=120, answer="last_number")
+    line = ReasoningGymTask(dataset="chain_sum", size=120)
+    for p in task.problems("test", 30, seed=1):
+        gold = int(p.meta["entry"]["answer"])
+        said = f"{p.meta['question'].split(':')[-1].strip()} {gold}"  # e.g. "4 - 1 = 3"
+        assert task.verify(p, said) == 1.0 and line.verify(p, said) < 1.0  # the line mode reads the whole line
+        assert task.verify(p, f"The answer is {gold}.\n") == 1.0
+        assert task.verify(p, f"{gold} or maybe {gold + 1}") == 0.0    # the last number counts
+        assert task.verify(p, f"A: {gold + 1}") == 0.0
+        assert task.verify(p, "no number at all") == 0.0
+        assert task.extract_answer(f"so it is {gold}.") == str(gold)
+    assert task.extract_answer("1,234.5 and then -12,000") == "-12000"
+    assert task.extract_answer("none") is None
+    with pytest.raises(TaskError, match="task gym: answer must be one of line, last_number, got 'first'"):
+        GymConfig(dataset="chain_sum", answer="first")
+
+
 def test_multi_line_answers():
     task = ReasoningGymTask(dataset="rotate_matrix", size=5)
     for p in task.problems("test", 5, seed=0):

@@ -17,12 +17,15 @@ datasets whose text is plain ASCII or use another tokenizer (a Hugging Face mode
 the question, the dataset name and the whole reasoning-gym entry, which `verify` hands back to the
 dataset's own scorer.
 
-Answers. The answer is the content of the first `A: ` line; when the gold answer spans k lines
+Answers. With `answer = "last_number"` the answer is the last number in the text (for pretrained chat
+models, which state results in their own words: `5 + 2 = 7`); by default (`"line"`) it is the content
+of the first `A: ` line; when the gold answer spans k lines
 (grids, matrices) the k - 1 lines after the answer line belong to it too. `verify` falls back to
 the last non-empty line when there is no answer line, and then scores with the dataset's
 `score_answer`, clamped to [0, 1]; scorer errors, and answers far longer than the gold one, score 0.
 Some scorers give partial credit (values strictly between 0 and 1). `extract_answer` (for majority
-voting) is the stripped content of the first `A: ` line only, or None.
+voting) is the stripped content of the first `A: ` line only, or None (the last number, or None, with
+`answer = "last_number"`).
 
 reasoning-gym has no worked solutions, so `demonstration` is just `A: <gold answer>` (None for the
 few datasets whose entries carry no single gold answer), and there are no gold step labels.
@@ -34,6 +37,7 @@ import difflib
 import json
 import math
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +45,9 @@ from ponder.tasks.base import ANSWER_PREFIX, SPLITS, BaseTask, TaskError, final_
 from ponder.types import Problem
 
 INSTALL_HINT = "task gym needs the optional extra: pip install 'ponder[gym]' (reasoning-gym)"
+ANSWER_MODES = ("line", "last_number")
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+"""A number as a solution writes it: an optional minus, digits with optional thousands commas, decimals."""
 MAX_ANSWER_CHARS = 4096
 """Answers longer than this (or four times the gold answer, if more) score 0 without being scored."""
 
@@ -66,12 +73,18 @@ class GymConfig:
     instruction: str = ""
     """A line added after the question, e.g. "Reply in the form 'A: <number>'." for a pretrained chat
     model that has not learnt ponder's answer format; empty for none."""
+    answer: str = "line"
+    """Where a solution's answer is read: "line" (the first `A: ` line, else the last non-empty line) or
+    "last_number" (the last number in the text, as evaluations of pretrained chat models commonly read
+    numeric answers: `5 + 2 = 7` answers 7)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset:
             raise TaskError("task gym: dataset must name a reasoning-gym dataset, e.g. 'basic_arithmetic'")
         if not isinstance(self.size, int) or isinstance(self.size, bool) or not 1 <= self.size <= 10_000_000:
             raise TaskError(f"task gym: size must be an integer in 1..10000000, got {self.size!r}")
+        if self.answer not in ANSWER_MODES:
+            raise TaskError(f"task gym: answer must be one of {', '.join(ANSWER_MODES)}, got {self.answer!r}")
         self.option_dict()
 
     def option_dict(self) -> dict[str, Any]:
@@ -93,6 +106,12 @@ class GymConfig:
                 raise TaskError(f"task gym: options may not set {reserved!r}; the task sets it "
                                 "(use the size setting for the pool size)")
         return value
+
+
+def last_number(text: str) -> str | None:
+    """The last number in `text`, thousands commas dropped (`1,234.5` -> `1234.5`), or None."""
+    found = NUMBER.findall(text)
+    return found[-1].replace(",", "") if found else None
 
 
 class ReasoningGymTask(BaseTask):
@@ -166,11 +185,15 @@ class ReasoningGymTask(BaseTask):
     def extract_answer(self, text: str) -> str | None:
         if not isinstance(text, str):
             return None
+        if self.config.answer == "last_number":
+            return last_number(text)
         return final_answer_line(text)
 
     def _answer(self, problem: Problem, text: str) -> str | None:
         """The answer span of `text`: the answer line plus as many more lines as the gold answer has,
-        or failing an answer line, the last non-empty line."""
+        or failing an answer line, the last non-empty line; with `answer = "last_number"`, the last number."""
+        if self.config.answer == "last_number":
+            return last_number(text)
         lines = text.split("\n")
         extra = problem.answer.strip().count("\n")
         for i, line in enumerate(lines):
