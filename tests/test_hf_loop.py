@@ -151,3 +151,15 @@ def test_a_completion_that_cannot_fit_the_models_context_is_one_error_naming_the
     # the same key for a learner's generation budget
     assert main(_args(tmp_path, "long_rl", model_dir, *GRPO, "learn.rl.max_new_tokens=58")) == 2
     assert "learn.rl.max_new_tokens = 58 does not fit" in capsys.readouterr().err
+
+
+def test_a_memory_budget_too_small_for_one_row_is_one_error_before_any_phase(tmp_path, model_dir, capsys):
+    assert main(_args(tmp_path, "mem", model_dir, *GRPO, "learn.rl.memory_mb=0.001")) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("run directory:")]
+    assert len(err) == 1 and err[0].startswith("ponder: error: "), err
+    assert "learn.rl.memory_mb = 0.001 is too small: one sequence of up to" in err[0]
+    assert "raise learn.rl.memory_mb to at least" in err[0] and "config.toml" in err[0]
+    state = json.loads((tmp_path / "mem" / "state.json").read_text())
+    assert state["done"] == []  # refused before the first phase finished: nothing sampled or trained
+    assert main(_args(tmp_path, "mem_ok", model_dir, *GRPO, "learn.rl.memory_mb=64", "learn.rounds=1",
+                      "learn.rl.steps=1")) == 0

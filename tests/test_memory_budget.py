@@ -126,3 +126,17 @@ def test_a_budget_split_gives_the_same_update_on_a_pretrained_model(tmp_path, sp
     assert outs[0]["history"][0]["zero_adv_frac"] < 1.0 and outs[0]["train_tokens"] == outs[1]["train_tokens"]
     assert outs[0]["history"][0]["loss"] == pytest.approx(outs[1]["history"][0]["loss"], abs=1e-5)
     assert max(float((a - b).abs().max()) for a, b in zip(weights(policies[0]), weights(policies[1]))) < 1e-5
+
+
+def test_the_run_refuses_a_budget_too_small_for_one_row_before_training_the_built_in_model(tmp_path, capsys):
+    import json
+
+    from ponder.cli import main
+
+    args = ["run", "addition", "--quiet", "--runs-dir", str(tmp_path), "--name", "m"]
+    for s in ("learn.learner=rloo", "learn.rl.memory_mb=0.0001", "init.sft.steps=2000"):
+        args += ["--set", s]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "learn.rl.memory_mb = 0.0001 is too small" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "m" / "state.json").read_text())["done"] == []  # the SFT never started

@@ -24,7 +24,7 @@ from ponder.learn.base import Round
 from ponder.learn.sft import train_sft
 from ponder.policy.factory import load_policy, make_policy
 from ponder.policy.tiny import PolicyLoadError, TinyPolicy
-from ponder.preflight import check_room
+from ponder.preflight import check_memory, check_room
 from ponder.reward.pipeline import RewardData, collect, evaluate_reward_models, load_model, train_models
 from ponder.reward.verifier import VerifierReward
 from ponder.runs import Run
@@ -285,6 +285,7 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
         span = clock.span()
         if phase == "init" and cfg.init.checkpoint:
             policy = place(_policy_from_checkpoint(cfg))
+            check_memory(cfg, task, getattr(policy, "local", policy), source=str(run.path / "config.toml"))
             run.save_checkpoint(policy, phase)
             echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter transformer from {cfg.init.checkpoint}")
             result = {"train_tokens": 0, "final_loss": None, "params": policy.num_params(), "demos": 0,
@@ -292,6 +293,7 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
         elif phase == "init" and cfg.policy.backend != "tiny" and not cfg.init.sft.steps:
             policy = place(make_policy(cfg, seed=stable_seed(cfg.seed, "model")))
             check_room(cfg, task, getattr(policy, "local", policy), source=str(run.path / "config.toml"))
+            check_memory(cfg, task, getattr(policy, "local", policy), source=str(run.path / "config.toml"))
             echo(f"[init] {policy.num_params() / 1e6:.1f}M-parameter pretrained model from {cfg.policy.path} "
                  f"({cfg.policy.backend}; no SFT: init.sft.steps = 0)")
             run.save_checkpoint(policy, phase)
@@ -301,6 +303,7 @@ def _phases(cfg: RunConfig, run: Run, task: Task, progress: bool, echo: Callable
             policy = place(make_policy(cfg, seed=stable_seed(cfg.seed, "model")))
             if cfg.policy.backend != "tiny":  # the built-in model was checked before the run (check_context)
                 check_room(cfg, task, getattr(policy, "local", policy), source=str(run.path / "config.toml"))
+            check_memory(cfg, task, getattr(policy, "local", policy), source=str(run.path / "config.toml"))
             demos = _demonstrations(cfg, task)
             kind = "transformer" if cfg.policy.backend == "tiny" else "model"
             echo(f"[init] {policy.num_params() / 1e6:.2f}M-parameter {kind}, SFT on {len(demos)} {task.name} "

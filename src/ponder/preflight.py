@@ -8,7 +8,8 @@ budget does not fit `model.max_seq_len` wastes the user's time and leaves a half
 - every phase that generates (eval, reward, search, the learner): BOS + prompt + that phase's
   `max_new_tokens`, for the problems the phase draws (its split and count);
 
-and raises one `ConfigError` naming the key to change and the length needed. Characters the built-in
+and raises one `ConfigError` naming the key to change and the length needed. `check_memory` does the
+same for an RL learner's activation budget (`memory_mb`) once the policy is built. Characters the built-in
 tokenizer cannot encode are reported the same way, and so is a problem space too small for the count
 a phase asks for (`init.demos = 20000` of a task with 1,000 distinct problems). Each phase's problems
 are drawn in full and measured on at most `sample` of them (the lengths of a procedural task's
@@ -134,3 +135,28 @@ def check_room(cfg: RunConfig, task: Task, policy, *, source: str, sample: int =
             raise ConfigError(f"{source}: {use.key} = {use.max_new_tokens} does not fit {context}: the longest of "
                               f"the {use.what} leaves room for {max(room, 0)} new tokens, so its completions would be "
                               f"cut off; {lower}{wider}")
+
+
+def check_memory(cfg: RunConfig, task: Task, policy, *, source: str, sample: int = SAMPLE) -> None:
+    """Raise ConfigError naming `learn.<table>.memory_mb` when the learner's activation budget cannot hold
+    even one of its longest rows (the longest training prompt, `max_new_tokens` and EOS), for a built
+    policy of any backend: before any work, instead of a failure in the first learning round."""
+    if not cfg.learn.rounds:
+        return
+    learner = cfg.learn.learner_object
+    settings = learner.settings(cfg.learn)
+    budget = getattr(settings, "memory_mb", 0) or 0
+    if not budget:
+        return
+    from ponder.learn.memory import longest_row
+
+    prompts = [p.prompt for p in _draw(task, "train", cfg.learn.problems, cfg.seed, "learn.problems", source)[:sample]]
+    if not prompts:
+        return
+    tokens, need = longest_row(policy, prompts, settings.max_new_tokens)
+    if need > budget:
+        key = f"learn.{learner.table}"
+        raise ConfigError(f"{source}: {key}.memory_mb = {budget:g} is too small: one sequence of up to {tokens} "
+                          f"tokens (the longest training prompt + {key}.max_new_tokens + EOS) needs about {need:.1f} "
+                          f"MiB of activations; raise {key}.memory_mb to at least {need:.1f} or lower "
+                          f"{key}.max_new_tokens")

@@ -104,3 +104,10 @@ def row_lengths(policy, prompts: Sequence[str], completion_tokens: Sequence[int]
     """Each row's length in a training pass: its prompt's tokens plus its completion's."""
     cache: dict[str, int] = {}
     return [cache.setdefault(p, prompt_tokens(policy, p)) + n for p, n in zip(prompts, completion_tokens)]
+
+
+def longest_row(policy, prompts: Sequence[str], max_new_tokens: int) -> tuple[int, float]:
+    """(tokens, MiB): the longest row a step over `prompts` can hold (the longest prompt, `max_new_tokens`
+    and EOS) and the activations it needs alone, the least any memory budget must allow."""
+    tokens = max(row_lengths(policy, prompts, [max_new_tokens + 1] * len(prompts)))
+    return tokens, activation_bytes(model_shape(policy), 1, tokens) / MIB

@@ -32,7 +32,7 @@ from torch import Tensor
 from ponder.learn import losses as L
 from ponder.learn.advantages import RunningMean, baseline_advantage, group_normalized, leave_one_out
 from ponder.learn.base import Learner, Round
-from ponder.learn.memory import MIB, ModelShape, activation_bytes, budget_micro_batches, model_shape, row_lengths
+from ponder.learn.memory import ModelShape, budget_micro_batches, longest_row, model_shape, row_lengths
 from ponder.learn.scoring import score_completions
 from ponder.policy.base import Policy
 from ponder.progress import bar as progress_bar
@@ -200,14 +200,12 @@ def check_memory_budget(policy: Policy, problems: Sequence[Problem], cfg, phase:
     """The model's shape for `budget_micro_batches`, once the longest possible row (the longest prompt,
     `max_new_tokens` and EOS) is known to fit `cfg.memory_mb` alone: else ValueError naming the setting,
     before anything is sampled."""
-    shape = model_shape(policy)
-    longest = max(row_lengths(policy, [p.prompt for p in problems], [cfg.max_new_tokens + 1] * len(problems)))
-    need = activation_bytes(shape, 1, longest) / MIB
+    longest, need = longest_row(policy, [p.prompt for p in problems], cfg.max_new_tokens)
     if need > cfg.memory_mb:
         raise ValueError(f"{phase}: memory_mb = {cfg.memory_mb:g} is too small: one sequence of up to {longest} "
                          f"tokens (the longest prompt + max_new_tokens + EOS) needs about {need:.1f} MiB of "
                          f"activations; raise memory_mb to at least {need:.1f} or lower max_new_tokens")
-    return shape
+    return model_shape(policy)
 
 
 def micro_batches(n: int, size: int) -> list[list[int]]:
