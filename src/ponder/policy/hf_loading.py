@@ -8,6 +8,7 @@ load asks for them, with an error that says how to install them. Used by `ponder
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,15 @@ def load_model(auto_class, directory: Path, gguf_file: str, dtype: str, trust_re
         where = directory / gguf_file if gguf_file else directory
         raise PolicyLoadError(f"{where}: cannot load a {auto_class.__name__.removeprefix('AutoModelFor')} model "
                               f"({first_line(e)})") from None
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), both (B, longest): each row of token ids right-aligned after `pad_id`s, so the
+    last column is every row's last real token (what batched generation and last-token pooling want)."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), T), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, T - len(r):] = torch.tensor(list(r), dtype=torch.long)
+        attn[b, T - len(r):] = 1
+    return ids, attn

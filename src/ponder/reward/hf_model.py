@@ -11,7 +11,15 @@ from pathlib import Path
 
 import torch
 
-from ponder.policy.hf_loading import DTYPES, device_of, import_transformers, load_model, load_tokenizer, locate
+from ponder.policy.hf_loading import (
+    DTYPES,
+    device_of,
+    import_transformers,
+    left_padded,
+    load_model,
+    load_tokenizer,
+    locate,
+)
 from ponder.policy.tiny import PolicyLoadError
 from ponder.reward.base import check_pairs
 from ponder.timing import timed
@@ -68,12 +76,7 @@ class HFRewardModel:
         scores: list[float] = []
         for i in range(0, len(texts), self.batch_size):
             rows = [self._ids(p, t) for p, t in zip(problems[i : i + self.batch_size], texts[i : i + self.batch_size])]
-            T = max(len(r) for r in rows)
-            ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
-            attn = torch.zeros((len(rows), T), dtype=torch.long)
-            for b, r in enumerate(rows):
-                ids[b, T - len(r) :] = torch.tensor(r)
-                attn[b, T - len(r) :] = 1
+            ids, attn = left_padded(rows, self.pad_id)
             ids, attn = ids.to(self.device), attn.to(self.device)
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
             # transformers pools at the rightmost token that is not the pad id; with left padding the
