@@ -202,18 +202,23 @@ def ponder_tokens(pol, prompts: list[str], max_new: int) -> int:
 
 def speed_rows(pol: HFPolicy, prompts: list[str], batches: list[int], max_new: int, vllm_pol=None, *,
                repeats: int = 1, static: bool = False) -> list[dict]:
-    """Sampling tokens/s of each engine at each batch (prompts cycled to fill it), side by side;
-    `static` adds transformers' `generate` with a static KV cache."""
+    """Sampling tokens/s of each engine at each batch, side by side: every prompt sampled once, in calls of
+    `b` prompts (the last call filled by cycling), so small batches time many calls, not one short
+    sample; `static` adds transformers' `generate` with a static KV cache."""
     rows = []
     for b in batches:
-        batch = [prompts[i % len(prompts)] for i in range(b)]
-        engines = [("ponder HFPolicy.generate", lambda batch=batch: ponder_tokens(pol, batch, max_new)),
-                   ("transformers generate", lambda batch=batch: hf_generate_tokens(pol, batch, max_new))]
+        calls = [[prompts[(i + j) % len(prompts)] for j in range(b)] for i in range(0, len(prompts), b)]
+
+        def each(fn, calls=calls):
+            return lambda: sum(fn(batch) for batch in calls)
+
+        engines = [("ponder HFPolicy.generate", each(lambda batch: ponder_tokens(pol, batch, max_new))),
+                   ("transformers generate", each(lambda batch: hf_generate_tokens(pol, batch, max_new)))]
         if static:
             engines.append(("transformers generate, static cache",
-                            lambda batch=batch: hf_generate_tokens(pol, batch, max_new, static=True)))
+                            each(lambda batch: hf_generate_tokens(pol, batch, max_new, static=True))))
         if vllm_pol is not None:
-            engines.append(("vLLM (ponder backend)", lambda batch=batch: ponder_tokens(vllm_pol, batch, max_new)))
+            engines.append(("vLLM (ponder backend)", each(lambda batch: ponder_tokens(vllm_pol, batch, max_new))))
         for name, fn in engines:
             tps, tokens, seconds = tokens_per_s(fn, repeats)
             rows.append({"engine": name, "batch": b, "tokens": tokens, "seconds": round(seconds, 3),
