@@ -12,23 +12,11 @@ differ a little). Scoring: tokens/s of the log-prob pass learners score samples 
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 from harness import Report
 
+from ponder.policy.hf_loading import left_padded
 from ponder.policy.tiny import PolicyLoadError
-
-
-def _time(fn, repeats: int) -> float:
-    fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def sec_hf(opts, rep: Report, state: dict) -> None:
@@ -65,26 +53,22 @@ def sec_hf(opts, rep: Report, state: dict) -> None:
         ids = [list(g[0].token_ids) for g in groups]
         tokens = sum(len(p) + len(c) for p, c in zip((pol.prompt_ids(x) for x in batch), ids))
 
-        def ours(batch=batch, ids=ids):
+        def ours(batch=batch, ids=ids, tokens=tokens) -> int:
             with torch.no_grad():
                 pol.logprobs_of_ids(batch, ids)
+            return tokens
 
-        p_ids = [pol.prompt_ids(x) for x in batch]
-        Lp, Tc = max(map(len, p_ids)), max(map(len, ids))
-        inp = torch.full((b, Lp + Tc), pol.pad_id, dtype=torch.long)
-        attn = torch.zeros_like(inp)
-        for r, (p, c) in enumerate(zip(p_ids, ids)):
-            inp[r, Lp - len(p): Lp + len(c)] = torch.tensor(p + c)
-            attn[r, Lp - len(p): Lp + len(c)] = 1
+        inp, attn = left_padded([pol.prompt_ids(x) for x in batch], pol.pad_id, ids)
 
-        def bare(inp=inp, attn=attn):
+        def bare(inp=inp, attn=attn, tokens=tokens) -> int:
             with torch.no_grad():
                 pol.model(input_ids=inp, attention_mask=attn, use_cache=False)
+            return tokens
 
-        t_ours, t_bare = _time(ours, opts.hf_repeats), _time(bare, opts.hf_repeats)
-        table.append({"pass": "log-probs of samples", "batch": b, "ponder tokens/s": round(tokens / t_ours, 1),
-                      "alternative": "bare model forward", "alternative tokens/s": round(tokens / t_bare, 1),
-                      "ratio": t_bare / t_ours})
+        t_ours, t_bare = G.tokens_per_s(ours, opts.hf_repeats)[0], G.tokens_per_s(bare, opts.hf_repeats)[0]
+        table.append({"pass": "log-probs of samples", "batch": b, "ponder tokens/s": round(t_ours, 1),
+                      "alternative": "bare model forward", "alternative tokens/s": round(t_bare, 1),
+                      "ratio": t_ours / t_bare if t_bare else None})
     rep.table("hf", ["pass", "batch", "ponder tokens/s", "alternative", "alternative tokens/s", "ratio"], table,
               [(f"SmolLM2-135M-Instruct ({pol.num_params() / 1e6:.0f}M parameters, float32, CPU), chain_sum prompts "
                f"in the chat template, up to {opts.hf_new_tokens} new tokens at temperature 1, median of "

@@ -54,6 +54,7 @@ from ponder.policy.hf_loading import (
     first_line,
     import_peft,
     import_transformers,
+    left_padded,
     load_model,
     load_tokenizer,
     locate,
@@ -329,19 +330,13 @@ class HFPolicy:
         B, Tc = len(p_ids), max((len(c) for c in c_ids), default=0)
         if Tc == 0:
             return torch.zeros(B, 0, device=self.device), torch.zeros(B, 0, device=self.device)
-        # prompts left-padded, completions right-padded: every completion starts at column Lp
-        Lp = max(len(p) for p in p_ids)
-        ids = torch.full((B, Lp + Tc), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((B, Lp + Tc), dtype=torch.long)
-        for b, (p, c) in enumerate(zip(p_ids, c_ids)):
-            ids[b, Lp - len(p) : Lp + len(c)] = torch.tensor(p + c)
-            attn[b, Lp - len(p) : Lp + len(c)] = 1
+        ids, attn = left_padded(p_ids, self.pad_id, c_ids)  # completions in the last Tc columns
         ids, attn = ids.to(self.device), attn.to(self.device)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         extra = {"logits_to_keep": Tc + 1} if self._keep_arg else {}
         logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra).logits
-        logits = logits[:, -(Tc + 1) : -1]  # (B, Tc, V): column Lp-1+j predicts completion token j
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, Lp:, None]).squeeze(-1)  # (B, Tc)
+        logits = logits[:, -(Tc + 1) : -1]  # (B, Tc, V): column -(Tc+1)+j predicts completion token j
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, -Tc:, None]).squeeze(-1)  # (B, Tc)
         mask = torch.arange(Tc, device=self.device)[None, :] < torch.tensor([len(c) for c in c_ids],
                                                                             device=self.device)[:, None]
         return logp * mask, mask.float()
@@ -392,14 +387,10 @@ class HFPolicy:
         """Samples for each (prompt ids, copies) group: the prompt is prefilled once and its cache
         copied to its `copies` rows."""
         dev, tok = self.device, self.tokenizer
-        P, L = len(groups), max(len(e) for e, _ in groups)
+        L = max(len(e) for e, _ in groups)
         if L >= self.max_seq_len:
             raise ValueError(f"a prompt of {L} tokens does not fit max_seq_len={self.max_seq_len}")
-        ids = torch.full((P, L), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((P, L), dtype=torch.long)
-        for r, (e, _) in enumerate(groups):
-            ids[r, L - len(e) :] = torch.tensor(e)
-            attn[r, L - len(e) :] = 1
+        ids, attn = left_padded([e for e, _ in groups], self.pad_id)
         ids, attn = ids.to(dev), attn.to(dev)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)  # each prompt's own positions, from 0; 0 on padding
         logits, cache = self._forward(ids, attn, pos)  # prefill: each distinct prompt once

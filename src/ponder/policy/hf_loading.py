@@ -94,13 +94,18 @@ def load_model(auto_class, directory: Path, gguf_file: str, dtype: str, trust_re
                               f"({first_line(e)})") from None
 
 
-def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention mask), both (B, longest): each row of token ids right-aligned after `pad_id`s, so the
-    last column is every row's last real token (what batched generation and last-token pooling want)."""
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), T), dtype=torch.long)
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int, completions: Sequence[Sequence[int]] = ()
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), both (B, Lp + Tc): each row of token ids right-aligned after `pad_id`s in the
+    first Lp = longest-row columns, so column Lp - 1 is every row's last real token (what batched
+    generation and last-token pooling want); with `completions`, row b's completion follows it from
+    column Lp on, right-padded to the longest completion Tc (what scoring completions wants)."""
+    Lp = max(len(r) for r in rows)
+    Tc = max((len(c) for c in completions), default=0)
+    ids = torch.full((len(rows), Lp + Tc), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), Lp + Tc), dtype=torch.long)
     for b, r in enumerate(rows):
-        ids[b, T - len(r):] = torch.tensor(list(r), dtype=torch.long)
-        attn[b, T - len(r):] = 1
+        seq = list(r) + (list(completions[b]) if completions else [])
+        ids[b, Lp - len(r) : Lp - len(r) + len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attn[b, Lp - len(r) : Lp - len(r) + len(seq)] = 1
     return ids, attn

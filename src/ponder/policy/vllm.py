@@ -86,7 +86,7 @@ from torch import Tensor
 
 from ponder.policy.base import batch_seed
 from ponder.policy.hf import HFConfig, HFPolicy
-from ponder.policy.hf_loading import first_line
+from ponder.policy.hf_loading import first_line, left_padded
 from ponder.policy.settings import hf_settings
 from ponder.policy.tiny import PolicyLoadError
 from ponder.policy.vllm_convert import engine_logprobs_untempered, sampling_kwargs, to_samples
@@ -352,21 +352,17 @@ class VLLMPolicy:
         try:
             for start in range(0, len(pairs), hf.config.batch_size):
                 chunk = pairs[start : start + hf.config.batch_size]
-                B, Lp, Tc = len(chunk), max(len(p) for p, _ in chunk), max(len(c) for _, c in chunk)
+                Tc = max(len(c) for _, c in chunk)
                 if Tc == 0:
                     out += [() for _ in chunk]
                     continue
-                ids = torch.full((B, Lp + Tc), hf.pad_id, dtype=torch.long)
-                attn = torch.zeros((B, Lp + Tc), dtype=torch.long)
-                for b, (p, c) in enumerate(chunk):  # prompts left-padded, completions right-padded
-                    ids[b, Lp - len(p) : Lp + len(c)] = torch.tensor(p + c)
-                    attn[b, Lp - len(p) : Lp + len(c)] = 1
+                ids, attn = left_padded([p for p, _ in chunk], hf.pad_id, [c for _, c in chunk])
                 ids, attn = ids.to(dev), attn.to(dev)
                 pos = (attn.cumsum(-1) - 1).clamp(min=0)
                 extra = {"logits_to_keep": Tc + 1} if self._keep_arg else {}
                 logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra).logits
-                logits = logits[:, -(Tc + 1) : -1]  # (B, Tc, V): column Lp-1+j predicts completion token j
-                logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, Lp:, None]).squeeze(-1)  # (B, Tc)
+                logits = logits[:, -(Tc + 1) : -1]  # (B, Tc, V): column -(Tc+1)+j predicts completion token j
+                logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, -Tc:, None]).squeeze(-1)  # (B, Tc)
                 out += [tuple(logp[b, : len(c)].tolist()) for b, (_, c) in enumerate(chunk)]
         finally:
             model.train(was_training)
