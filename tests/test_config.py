@@ -156,6 +156,7 @@ def test_int_accepted_for_float(tmp_path):
     ("[learn.ppo]\nlam = 2.0\n", "[learn.ppo]", "lam"),
     ("[learn.dpo]\nsamples = 1\n", "[learn.dpo]", "samples"),
     ("[learn.distill]\nsimulations = 0\n", "[learn.distill]", "simulations"),
+    ("[learn.self_evolve]\nsearch = \"bfs\"\n", "[learn.self_evolve]", "search"),
 ])
 def test_out_of_range_names_key(tmp_path, text, where, key):
     msg = error_of(tmp_path, text)

@@ -32,6 +32,12 @@ ONE_ROUND = {
                 "reward.train.steps=4", "reward.train.batch_size=8", "learn.distill.simulations=3",
                 "learn.distill.max_new_tokens=12", "learn.distill.sft.steps=4", "learn.distill.sft.batch_size=8",
                 "learn.distill.prm_steps=3", "learn.distill.min_visits=1"],
+    "self_evolve": ['reward.models=["prm"]', "reward.problems=8", "reward.samples=2", "reward.max_new_tokens=38",
+                    "reward.train.steps=4", "reward.train.batch_size=8", "learn.self_evolve.simulations=3",
+                    "learn.self_evolve.max_new_tokens=38", "learn.self_evolve.sft.steps=4",
+                    "learn.self_evolve.sft.batch_size=8", "learn.self_evolve.epochs=0", "learn.self_evolve.min_visits=1",
+                    "learn.self_evolve.prm_problems=6", "learn.self_evolve.prm_samples=2",
+                    "learn.self_evolve.prm_steps=3", "learn.self_evolve.tree_values=true"],
     "ppo": ["learn.ppo.steps=2", "learn.ppo.prompts_per_step=4", "learn.ppo.samples_per_prompt=2",
             "learn.ppo.max_new_tokens=38", "learn.ppo.epochs_per_batch=2", 'learn.ppo.critic="separate"',
             "learn.ppo.value_warmup=1"],
@@ -92,9 +98,18 @@ def test_every_learner_runs_rounds_from_a_shared_init(tmp_path, init_checkpoint,
                  for r in ("round1", "round2")}
         assert [m["critic_only"] for m in steps["round1"]] == [True, False, False]  # warm-up only once
         assert [m["critic_only"] for m in steps["round2"]] == [False, False] and steps["round2"][0]["value_mean"] != 0
-    if learner == "distill":
+    if learner in ("distill", "self_evolve"):  # the PRM follows the policy; evaluation keeps the frozen one too
         assert (run / "reward" / "prm_round2" / "model.safetensors").is_file()
         assert state["results"]["round1"]["prm_train_tokens"] > 0
+        assert (run / "reward" / "prm" / "model.safetensors").read_bytes() != \
+            (run / "reward" / "prm_round1" / "model.safetensors").read_bytes()
+        assert set(state["results"]["eval_round1"]["reward_models"]) == {"prm", "prm0"}
+        assert set(state["results"]["eval_init"]["reward_models"]) == {"prm"}
+    if learner == "self_evolve":
+        res = state["results"]["round1"]
+        assert res["prm_samples"] == 12 and 0 <= res["verified_share"] <= res["pass@2"] <= 1
+        assert res["entropy"] > 0 and "prm_before_auroc" in res and "prm_before_first_error_f1" in res
+        assert res["prm_examples"] >= 12  # the samples' steps plus the trees' values
     assert "Learning rounds (" + learner + ")" in (run / "report.html").read_text()
 
 

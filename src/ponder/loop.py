@@ -67,8 +67,13 @@ def prm_dir(run: Run) -> Path:
 
 
 def _load_rewards(run: Run, cfg: RunConfig) -> dict:
-    return {name: load_model(prm_dir(run) if name == "prm" else reward_dir(run.path) / name)
-            for name in cfg.reward.models}
+    """The recipe's reward models as evaluation uses them: "prm" is the newest PRM; once a round has
+    refined it, the reward phase's own PRM is evaluated beside it as "prm0" (frozen against co-evolving)."""
+    models = {name: load_model(prm_dir(run) if name == "prm" else reward_dir(run.path) / name)
+              for name in cfg.reward.models}
+    if "prm" in models and prm_dir(run) != reward_dir(run.path) / "prm":
+        models["prm0"] = load_model(reward_dir(run.path) / "prm")
+    return models
 
 
 def _reward_phase(run: Run, cfg: RunConfig, policy, task, progress: bool, echo) -> dict:

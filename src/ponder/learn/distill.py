@@ -76,11 +76,16 @@ def verified_traces(tree: Tree, answer: str, task: Task, k: int) -> list[str]:
     """Up to `k` distinct texts the verifier accepts: the search's `answer`, then the tree's visited
     finished nodes, most-visited first (ties: higher Q)."""
     finished = sorted((n for n in tree.nodes() if n.finished and n.visits > 0), key=lambda n: (-n.visits, -n.q))
+    return verified_texts(task, tree.problem, [answer] + [n.text for n in finished], k)
+
+
+def verified_texts(task: Task, problem: Problem, texts: Sequence[str], k: int) -> list[str]:
+    """The first `k` distinct `texts`, in order, that the verifier accepts for `problem`."""
     out: list[str] = []
-    for text in [answer] + [n.text for n in finished]:
+    for text in texts:
         if len(out) == k:
             break
-        if text not in out and is_verified(task, task.verify(tree.problem, text)):
+        if text not in out and is_verified(task, task.verify(problem, text)):
             out.append(text)
     return out
 

@@ -5,8 +5,8 @@ training data from the current policy (sampling, tree search or on-policy rollou
 it, then evaluate. How the loop drives a learner, and what a learner must provide, is in
 `ponder.learn.base`; this module only maps names to learner objects:
 
-- built in: expert_iteration and distill (offline: a search half the run keeps, then SFT with
-  mid-round checkpoints), reinforce, rloo, grpo, dr_grpo, ppo and dpo (on-policy);
+- built in: expert_iteration, distill and self_evolve (offline: a search half the run keeps, then SFT
+  with mid-round checkpoints), reinforce, rloo, grpo, dr_grpo, ppo and dpo (on-policy);
 - added: `register_learner(obj)` from any module, which a recipe can import before its learner is
   looked up with `[learn] plugin = "my_learner.py"` (a file, relative to the current directory) or
   `"my_package.learners"` (a module); or an installed package's entry point in the `ponder.learners`
@@ -20,13 +20,14 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from ponder.learn import distill, dpo, expert_iteration, ppo, rl
+from ponder.learn import distill, dpo, expert_iteration, ppo, rl, self_evolve
 from ponder.learn.base import Learner
 from ponder.learn.distill import DistillConfig
 from ponder.learn.dpo import DPOConfig
 from ponder.learn.expert_iteration import ExpertIterationConfig
 from ponder.learn.ppo import PPOConfig
 from ponder.learn.rl import RLConfig
+from ponder.learn.self_evolve import SelfEvolveConfig
 from ponder.tasks.base import TaskError
 from ponder.tasks.plugins import import_plugin, load_entry_points
 
@@ -46,7 +47,7 @@ def register_learner(learner: Learner) -> Learner:
     return learner
 
 
-for _learner in (expert_iteration.LEARNER, distill.LEARNER, *rl.LEARNERS, ppo.LEARNER, dpo.LEARNER):
+for _learner in (expert_iteration.LEARNER, distill.LEARNER, self_evolve.LEARNER, *rl.LEARNERS, ppo.LEARNER, dpo.LEARNER):
     register_learner(_learner)
 
 
@@ -72,6 +73,7 @@ class LearnConfig:
 
     learner: str = "expert_iteration"
     """expert_iteration (sample, keep verified, SFT), distill (MCTS with the PRM, SFT on verified traces),
+    self_evolve (search with the PRM, SFT on verified traces, then the PRM refitted on the new policy's samples),
     reinforce, rloo, grpo, dr_grpo (policy gradient; they differ only in the advantage), ppo, dpo
     (iterative DPO on best-versus-worst sampled pairs), or one a `plugin` registers."""
     rounds: int = 2
@@ -82,6 +84,8 @@ class LearnConfig:
     """Settings of learner expert_iteration."""
     distill: DistillConfig = DistillConfig()
     """Settings of learner distill (needs "prm" in reward.models)."""
+    self_evolve: SelfEvolveConfig = SelfEvolveConfig()
+    """Settings of learner self_evolve (needs "prm" in reward.models)."""
     rl: RLConfig = RLConfig(steps=40, prompts_per_step=32, group_size=8, temperature=0.7, max_new_tokens=64,
                             lr=1e-4)
     """Settings of learners reinforce, rloo, grpo and dr_grpo, per round (`advantage` is set by `learner`)."""

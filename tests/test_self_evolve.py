@@ -1,0 +1,87 @@
+"""Self-evolution (`ponder.learn.self_evolve`): what its search half keeps, how it judges and refits the
+PRM on the updated policy's samples, its diversity figures, and its settings' errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scripted import StepScriptPolicy, TableReward
+
+from ponder.learn.distill import verified_texts
+from ponder.learn.self_evolve import SelfEvolveConfig, beam_round, follow_policy, policy_entropy
+from ponder.policy import ModelConfig, TinyPolicy
+from ponder.reward.model import RewardModel
+from ponder.tasks import Arithmetic
+from ponder.types import Problem, Sampling
+
+TASK = Arithmetic(digits=1)
+
+
+def test_verified_texts_keeps_the_first_distinct_verified_ones_in_order():
+    p = Problem("1+1", "Q: 1+1\n", "2")
+    texts = ["A: 3\n", "1+1=2\nA: 2\n", "1+1=2\nA: 2\n", "x\nA: 2\n", "A: 2\n"]
+    assert verified_texts(TASK, p, texts, 5) == ["1+1=2\nA: 2\n", "x\nA: 2\n", "A: 2\n"]
+    assert verified_texts(TASK, p, texts, 2) == ["1+1=2\nA: 2\n", "x\nA: 2\n"]
+    assert verified_texts(TASK, p, ["A: 3\n"], 4) == []
+
+
+def test_beam_round_keeps_verified_beams_chosen_first():
+    # two right finishes and one wrong; the PRM prefers the right ones, "one" most
+    prompt = "Q: 1+1\n"
+    script = {prompt: [("one\n", 0.4), ("two\n", 0.3), ("bad\n", 0.3)],
+              prompt + "one\n": [("A: 2\n", 1.0)], prompt + "two\n": [("A: 2\n", 1.0)],
+              prompt + "bad\n": [("A: 5\n", 1.0)]}
+    policy = StepScriptPolicy(script, seed=1)
+    prm = TableReward({"one\n": 0.9, "one\nA: 2\n": 0.9, "two\n": 0.8, "two\nA: 2\n": 0.8, "bad\n": 0.7,
+                       "bad\nA: 5\n": 0.1})
+    cfg = SelfEvolveConfig(search="beam", width=3, expansions=6, traces_per_tree=4, max_new_tokens=10)
+    data, stats = beam_round(policy, prm, TASK, [Problem("1+1", prompt, "2")], cfg, seed=3)
+    assert data["traces"] == [[prompt, "one\nA: 2\n"], [prompt, "two\nA: 2\n"]]
+    assert data["values"] == [] and stats["kept"] == 2 and stats["search_accuracy"] == 1.0
+    assert stats["sample_tokens"] > 0
+    one = SelfEvolveConfig(search="beam", width=3, expansions=6, traces_per_tree=1, max_new_tokens=10)
+    data, _ = beam_round(policy, prm, TASK, [Problem("1+1", prompt, "2")], one, seed=3)
+    assert data["traces"] == [[prompt, "one\nA: 2\n"]]
+
+
+def test_policy_entropy_of_a_uniform_policy_is_log_vocab():
+    policy = TinyPolicy(ModelConfig(n_layer=1, n_head=2, d_model=16, max_seq_len=32), seed=0)
+    with torch.no_grad():
+        for p in policy.model.parameters():
+            p.zero_()  # every logit 0: the next-token distribution is uniform
+    problems = [Problem("1+2", "Q: 1+2\n", "3")]
+    groups = policy.generate([p.prompt for p in problems], Sampling(n=3, temperature=1.0, max_new_tokens=6, seed=0))
+    assert policy_entropy(policy, problems, groups) == pytest.approx(math.log(policy.tokenizer.vocab_size), abs=1e-4)
+    assert policy_entropy(StepScriptPolicy({}), problems, [[]]) is None  # no tokens, no engine
+
+
+def test_follow_policy_judges_the_prm_before_refitting_it():
+    torch.manual_seed(0)
+    policy = TinyPolicy(ModelConfig(n_layer=1, n_head=2, d_model=32, max_seq_len=48), seed=0)
+    prm = RewardModel.from_policy(policy, kind="process")
+    before = [t.clone() for t in prm.parameters()]
+    cfg = SelfEvolveConfig(prm_problems=6, prm_samples=3, max_new_tokens=20, prm_steps=3, prm_lr=1e-3)
+    out = follow_policy(policy, prm, TASK, cfg, {"values": []}, seed=5, phase="round1", progress=False)
+    assert out["prm_samples"] == 18 and out["prm_examples"] <= 18 and out["prm_train_tokens"] > 0
+    assert 0 <= out["verified_share"] <= out["pass@3"] <= 1 and out["entropy"] > 0
+    assert "prm_before_auroc" in out and "prm_before_first_error_f1" in out
+    assert any(not torch.equal(a, b) for a, b in zip(before, prm.parameters()))  # refitted in place
+    # the same seed samples the same problems and solutions: the judgement is reproducible
+    prm2 = RewardModel.from_policy(policy, kind="process")
+    again = follow_policy(policy, prm2, TASK, cfg, {"values": []}, seed=5, phase="round1", progress=False)
+    assert again["verified_share"] == out["verified_share"] and again["entropy"] == out["entropy"]
+    frozen = follow_policy(policy, prm2, TASK, SelfEvolveConfig(prm_problems=6, prm_samples=3, max_new_tokens=20,
+                                                                prm_steps=0), {"values": []}, seed=5, phase="r",
+                           progress=False)
+    assert "prm_train_tokens" not in frozen
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"search": "dfs"}, "search"), ({"labels": "orm"}, "labels"), ({"simulations": 0}, "simulations"),
+    ({"prm_samples": 0}, "prm_samples"), ({"prm_steps": -1}, "prm_steps"), ({"prm_lr": 0.0}, "prm_lr"),
+])
+def test_bad_settings_name_their_key(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        SelfEvolveConfig(**kwargs)
