@@ -98,9 +98,22 @@ def test_what_a_recipe_did_not_run_is_not_measured():
                                      "search": [_row("majority", 4, [1.0, 0.0])]}}
     cs = _by_id(claims(res, seed=0))
     for cid in ("search_scaling", "weighted_scaling", "weighted_vote", "prm_search", "small_vs_big", "learning", "entropy",
-                "overoptimization", "self_correction", "learned_corrections"):
+                "overoptimization", "self_correction", "learned_corrections", "prm_follows"):
         assert cs[cid]["verdict"] == "not measured", cid
         assert cs[cid]["effect"] is None
+
+
+def test_a_prm_that_follows_the_policy_is_judged_against_the_frozen_one_on_the_last_evaluation():
+    res = _results()
+    frozen = _hits(1000, 0.5, 7)
+    for phase, gain in (("eval_round1", 0), ("eval_round2", 50)):
+        res[phase]["search"] += [_row("prm0_vote", 1, frozen), _row("prm0_vote", 16, frozen),
+                                 _row("prm_vote", 16, _improve(frozen, gain))]
+    c = _by_id(claims(res, seed=0))["prm_follows"]
+    assert c["verdict"] == "holds" and c["effect"] == pytest.approx(0.05)
+    assert c["evidence"] == "prm_vote@16 - prm0_vote@16, eval_round2, 1000 problems"
+    res["eval_round2"]["search"][-1]["per_problem"] = frozen  # no better than frozen at the end
+    assert _by_id(claims(res, seed=0))["prm_follows"]["verdict"] == "within noise"
 
 
 def test_old_runs_without_per_problem_scores_are_not_measured():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ponder.cli import main
-from ponder.config import ConfigError, load_recipe
+from ponder.config import RECIPE_DIR, ConfigError, load_recipe
 from ponder.preflight import check_context, uses
 from ponder.tasks import make_task
 
@@ -24,6 +24,12 @@ def _refusal(overrides: list[str]) -> str:
 def test_the_default_recipe_fits():
     cfg = load_recipe(None)
     check_context(cfg, cfg.make_task(), source="default")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPE_DIR.glob("*.toml")))
+def test_every_bundled_recipe_loads_and_fits(name):
+    cfg = load_recipe(name)
+    check_context(cfg, cfg.make_task(), source=name, sample=50)  # other backends: nothing to check here
 
 
 def test_demonstrations_that_do_not_fit_name_the_length_needed():

@@ -62,7 +62,7 @@ def test_follow_policy_judges_the_prm_before_refitting_it():
     policy = TinyPolicy(ModelConfig(n_layer=1, n_head=2, d_model=32, max_seq_len=48), seed=0)
     prm = RewardModel.from_policy(policy, kind="process")
     before = [t.clone() for t in prm.parameters()]
-    cfg = SelfEvolveConfig(prm_problems=6, prm_samples=3, max_new_tokens=20, prm_steps=3, prm_lr=1e-3)
+    cfg = SelfEvolveConfig(prm_problems=6, prm_samples=3, prm_max_new_tokens=20, prm_steps=3, prm_lr=1e-3)
     out = follow_policy(policy, prm, TASK, cfg, {"values": []}, seed=5, phase="round1", progress=False)
     assert out["prm_samples"] == 18 and out["prm_examples"] <= 18 and out["prm_train_tokens"] > 0
     assert 0 <= out["verified_share"] <= out["pass@3"] <= 1 and out["entropy"] > 0
@@ -72,7 +72,7 @@ def test_follow_policy_judges_the_prm_before_refitting_it():
     prm2 = RewardModel.from_policy(policy, kind="process")
     again = follow_policy(policy, prm2, TASK, cfg, {"values": []}, seed=5, phase="round1", progress=False)
     assert again["verified_share"] == out["verified_share"] and again["entropy"] == out["entropy"]
-    frozen = follow_policy(policy, prm2, TASK, SelfEvolveConfig(prm_problems=6, prm_samples=3, max_new_tokens=20,
+    frozen = follow_policy(policy, prm2, TASK, SelfEvolveConfig(prm_problems=6, prm_samples=3, prm_max_new_tokens=20,
                                                                 prm_steps=0), {"values": []}, seed=5, phase="r",
                            progress=False)
     assert "prm_train_tokens" not in frozen
@@ -80,7 +80,7 @@ def test_follow_policy_judges_the_prm_before_refitting_it():
 
 @pytest.mark.parametrize("kwargs, key", [
     ({"search": "dfs"}, "search"), ({"labels": "orm"}, "labels"), ({"simulations": 0}, "simulations"),
-    ({"prm_samples": 0}, "prm_samples"), ({"prm_steps": -1}, "prm_steps"), ({"prm_lr": 0.0}, "prm_lr"),
+    ({"prm_samples": 0}, "prm_samples"), ({"prm_max_new_tokens": 0}, "prm_max_new_tokens"), ({"prm_steps": -1}, "prm_steps"), ({"prm_lr": 0.0}, "prm_lr"),
 ])
 def test_bad_settings_name_their_key(kwargs, key):
     with pytest.raises(ValueError, match=key):

@@ -17,6 +17,9 @@ by picking its best-looking row:
                       so never measured inside one (`ponder compare` draws it)
   learning            greedy accuracy after the last learning round against the initialized policy;
                       one `learning_round<k>` claim per round against the round before
+  prm_follows         a PRM that learning rounds refitted to the policy (distill, self_evolve) against the
+                      reward phase's frozen PRM: their weighted votes of the largest N on the last
+                      evaluation's samples (the current policy's)
   self_correction     trained self-correction at equal samples: the initialized policy's majority vote of
                       the largest N (greedy without samples) against the baseline's (`init.baseline`,
                       the same model trained on as many tokens of demonstrations without the behaviour)
@@ -166,6 +169,21 @@ def learning(results: dict, seed: int) -> list[dict]:
     return out
 
 
+def prm_follows(results: dict, seed: int) -> dict:
+    statement = "a PRM that follows the policy beats the frozen first PRM on the current policy's samples"
+    phases = [p for p in eval_phases(results) if _ns(results[p], "prm0_vote")]
+    if not phases:
+        return _claim("prm_follows", statement, None, "needs learning rounds that refit the PRM (self_evolve, "
+                      "or distill with prm_steps)")
+    res = results[phases[-1]]
+    n = _ns(res, "prm0_vote")[-1]
+    a, b = _scores(res, "prm_vote", n), _scores(res, "prm0_vote", n)
+    if a is None or b is None:
+        return _claim("prm_follows", statement, None, "the evaluation kept no per-problem scores")
+    return _claim("prm_follows", statement, paired(a, b, seed=stable_seed(seed, "prm_follows")),
+                  f"prm_vote@{n} - prm0_vote@{n}, {phases[-1]}, {len(a)} problems")
+
+
 def self_correction(results: dict, seed: int) -> dict:
     statement = "trained self-correction raises accuracy at equal samples"
     init, base = results.get("eval_init", {}), results.get("baseline")
@@ -236,7 +254,7 @@ def overoptimization() -> dict:
 def claims(results: dict, *, seed: int, curves: dict | None = None) -> list[dict]:
     """Every headline claim of the roadmap, measured from a run's results where it can be."""
     return [search_scaling(results, seed), weighted_scaling(results, seed), weighted_vote(results, seed), prm_search(results, seed), small_vs_big(),
-            *learning(results, seed), self_correction(results, seed), learned_corrections(results, seed),
+            *learning(results, seed), prm_follows(results, seed), self_correction(results, seed), learned_corrections(results, seed),
             entropy(curves, seed), overoptimization()]
 
 

@@ -68,7 +68,7 @@ class SelfEvolveConfig:
     temperature: float = 0.7
     """Sampling temperature of the search's expansions and of the PRM samples."""
     max_new_tokens: int = 64
-    """Token cap of one step (search) and of one solution (PRM samples)."""
+    """Token cap of one step of the search."""
     traces_per_tree: int = 4
     """Most distinct verified traces kept per problem (several keep the policy's diversity)."""
     epochs: float = 2.0
@@ -79,6 +79,8 @@ class SelfEvolveConfig:
     """Fresh problems the updated policy samples for the PRM's refit (and its judgement); 0: the PRM stays."""
     prm_samples: int = 4
     """Solutions sampled per such problem."""
+    prm_max_new_tokens: int = 64
+    """Token cap of one such solution (and of a Monte-Carlo rollout)."""
     labels: str = "gold"
     """Step labels of those samples: gold (the task's own), mc_soft or mc_hard (rollouts of the updated policy)."""
     rollouts: int = 2
@@ -100,7 +102,7 @@ class SelfEvolveConfig:
         if self.labels not in LABELS:
             raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}")
         for name in ("simulations", "width", "expansions", "max_new_tokens", "traces_per_tree", "prm_samples",
-                     "rollouts", "min_visits"):
+                     "prm_max_new_tokens", "rollouts", "min_visits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("epochs", "c_puct", "prefix_cache_mb", "prm_problems", "prm_steps"):
@@ -164,7 +166,7 @@ def follow_policy(policy: Policy, prm, task: Task, cfg: SelfEvolveConfig, data: 
     those samples (it has not seen them), measure the policy's diversity there, then fine-tune the PRM on
     their step labels (and the trees' values). `prm` changes in place; returns the figures."""
     problems = task.problems("train", cfg.prm_problems, stable_seed(seed, "prm problems"))
-    sampling = Sampling(n=cfg.prm_samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+    sampling = Sampling(n=cfg.prm_samples, temperature=cfg.temperature, max_new_tokens=cfg.prm_max_new_tokens,
                         seed=stable_seed(seed, "prm samples"))
     groups = generate_in_chunks(policy, [p.prompt for p in problems], sampling, desc="prm samples",
                                 progress=progress)
@@ -183,7 +185,7 @@ def follow_policy(policy: Policy, prm, task: Task, cfg: SelfEvolveConfig, data: 
     if cfg.labels == "gold":
         labels = gold_labels(task, flat_p, flat_t)
     else:
-        rollout = Sampling(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+        rollout = Sampling(temperature=cfg.temperature, max_new_tokens=cfg.prm_max_new_tokens,
                            seed=stable_seed(seed, "prm rollouts"))
         labels, mc_cost = mc_labels(task, policy, flat_p, flat_t, rollouts=cfg.rollouts, sampling=rollout,
                                     hard=cfg.labels == "mc_hard", progress=progress)
@@ -207,6 +209,10 @@ class SelfEvolve(Learner):
     offline = True
     needs_prm = True
     builtin_only = True
+
+    def max_new_tokens(self, cfg) -> int:
+        settings = self.settings(cfg)
+        return max(settings.max_new_tokens, settings.prm_max_new_tokens if settings.prm_problems else 0)
 
     def search(self, policy, cfg, rnd: Round) -> tuple[dict, dict]:
         settings, prm = self.settings(cfg), rnd.store.prm()
