@@ -127,3 +127,62 @@ def test_reinforcement_learning_raises_the_rate_of_successful_self_corrections()
     assert mean(after, "check_rate") > mean(before, "check_rate") + 0.1  # here 21% -> 46%
     assert sum(after["fixed"]) / sum(after["errors"]) > sum(before["fixed"]) / sum(before["errors"])  # 37% -> 78%
     assert greedy_after > greedy_before  # here 73% -> 99%
+
+
+@pytest.mark.slow
+def test_a_prm_that_follows_the_policy_ranks_its_new_samples_better_than_a_frozen_one():
+    """Self-evolution's PRM half: two rounds of PRM-guided search and SFT move a 2-digit adder from 43% to
+    64% per sample; the PRM refitted each round on the updated policy's own samples then picks the best
+    of 8 of the current policy's held-out samples better than the same PRM left as the reward phase
+    trained it (here +12.0 [+7.2, +16.7] points, paired over 600 problems), and ranks them better
+    (AUROC 0.758 against 0.709)."""
+    import copy
+
+    from ponder.eval import generate_in_chunks
+    from ponder.learn.distill import search_round, train_round
+    from ponder.learn.self_evolve import SelfEvolveConfig, follow_policy
+    from ponder.reward.labels import gold_labels, label_examples
+    from ponder.reward.metrics import auroc
+    from ponder.reward.model import RewardModel, train_reward_model
+    from ponder.search.best_of_n import select_best
+    from ponder.types import Sampling
+
+    task = Arithmetic(ArithmeticConfig(digits=2))
+    policy = TinyPolicy(ModelConfig(n_layer=2, n_head=2, d_model=64, max_seq_len=48), seed=0)
+    demos = [(p.prompt, task.demonstration(p)) for p in task.problems("train", 1000, seed=0)]
+    train_sft(policy, demos, SFTConfig(steps=400, batch_size=32, lr=3e-3), seed=0, progress=False)
+
+    def sample(split, n, k, seed):
+        problems = task.problems(split, n, seed=seed)
+        groups = generate_in_chunks(policy, [p.prompt for p in problems],
+                                    Sampling(n=k, temperature=1.0, max_new_tokens=40, seed=seed), progress=False)
+        return problems, groups
+
+    problems, groups = sample("train", 300, 4, 100)
+    flat_p = [p for p, g in zip(problems, groups) for _ in g]
+    flat_t = [s.text for g in groups for s in g]
+    frozen = RewardModel.from_policy(policy, kind="process", likelihood=True)
+    train_reward_model(frozen, label_examples(task, flat_p, flat_t, gold_labels(task, flat_p, flat_t)),
+                       SFTConfig(steps=150, batch_size=64, lr=1e-3, warmup=10), seed=1, progress=False)
+    prm = copy.deepcopy(frozen)
+    cfg = SelfEvolveConfig(simulations=8, max_new_tokens=12, prm_max_new_tokens=40, temperature=1.0, epochs=0,
+                           sft=SFTConfig(steps=60, batch_size=32, lr=1e-3, warmup=5), prm_problems=300, prm_samples=4,
+                           prm_steps=100, prm_lr=3e-4, traces_per_tree=2)
+    for r in range(2):
+        data, stats = search_round(policy, prm, task, task.problems("train", 200, seed=200 + r), cfg.as_distill(),
+                                   seed=r)
+        train_round(policy, None, data, stats, cfg.as_distill(), seed=r, phase=f"round{r + 1}", progress=False)
+        follow_policy(policy, prm, task, cfg, data, seed=300 + r, phase=f"round{r + 1}", progress=False)
+
+    test, groups = sample("test", 600, 8, 999)
+    texts = [[s.text for s in g] for g in groups]
+    right = [[float(task.verify(p, t)) for t in row] for p, row in zip(test, texts)]
+    assert 0.5 < sum(map(sum, right)) / (8 * len(test)) < 0.8, "calibrated: the policy improved and still errs"
+    picks = {}
+    for name, model in (("following", prm), ("frozen", frozen)):
+        scores = [model.score([p] * len(row), row) for p, row in zip(test, texts)]
+        picks[name] = [c[select_best(s)] for c, s in zip(right, scores)]
+        picks[name + "_auroc"] = auroc([x for row in scores for x in row], [int(y) for row in right for y in row])
+    gain = paired(picks["following"], picks["frozen"], seed=0)
+    assert gain["lo"] > 0, gain
+    assert picks["following_auroc"] > picks["frozen_auroc"], picks
