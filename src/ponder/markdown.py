@@ -16,7 +16,8 @@ from ponder.claims import effect_text
 from ponder.convergence import CONVERGENCE_POINTS, convergence_line
 from ponder.replicate import read_manifest
 
-HEADLINE = ("oracle", "majority", "prm", "prm_vote", "orm", "orm_vote")
+HEADLINE = ("oracle", "majority", "prm", "prm_vote", "prm0_vote", "orm", "orm_vote")
+"""Columns of the accuracy tables, where a run has them (prm0_vote: the frozen first PRM, once rounds refit it)."""
 
 
 def _pct_single(value: float | None, ci: list[float] | None) -> str:
