@@ -10,7 +10,7 @@ import torch
 from scripted import StepScriptPolicy, TableReward
 
 from ponder.learn.distill import verified_texts
-from ponder.learn.self_evolve import SelfEvolveConfig, beam_round, follow_policy, policy_entropy
+from ponder.learn.self_evolve import SelfEvolveConfig, beam_round, follow_policy, hard_problems, policy_entropy
 from ponder.policy import ModelConfig, TinyPolicy
 from ponder.reward.model import RewardModel
 from ponder.tasks import Arithmetic
@@ -44,6 +44,21 @@ def test_beam_round_keeps_verified_beams_chosen_first():
     one = SelfEvolveConfig(search="beam", width=3, expansions=6, traces_per_tree=1, max_new_tokens=10)
     data, _ = beam_round(policy, prm, TASK, [Problem("1+1", prompt, "2")], one, seed=3)
     assert data["traces"] == [[prompt, "one\nA: 2\n"]]
+
+
+def test_easy_problems_are_those_a_plain_sample_solves_and_are_not_searched():
+    script = {"Q: 1+1\n": [("A: 2\n", 1.0)], "Q: 2+2\n": [("A: 5\n", 1.0)],
+              "Q: 3+3\n": [("A: 6\n", 0.5), ("A: 7\n", 0.5)]}
+    problems = [Problem("1+1", "Q: 1+1\n", "2"), Problem("2+2", "Q: 2+2\n", "4"), Problem("3+3", "Q: 3+3\n", "6")]
+    policy = StepScriptPolicy(script)
+    hard, stats = hard_problems(policy, TASK, problems, SelfEvolveConfig(easy_samples=1), seed=0, progress=False)
+    assert [p.id for p in hard][:1] == ["2+2"] and stats["easy"] == 3 - len(hard) >= 1
+    hard, stats = hard_problems(policy, TASK, problems, SelfEvolveConfig(easy_samples=12), seed=0, progress=False)
+    assert [p.id for p in hard] == ["2+2"] and stats["easy"] == 2 and stats["easy_sample_tokens"] == 12 * 3 * 5
+    # nothing left to search: the round keeps nothing and spends nothing on search
+    prm = TableReward({})
+    data, out = beam_round(policy, prm, TASK, [], SelfEvolveConfig(search="beam"), seed=0)
+    assert data["traces"] == [] and out["kept"] == 0 and out["sample_tokens"] == 0
 
 
 def test_policy_entropy_of_a_uniform_policy_is_log_vocab():
@@ -80,7 +95,7 @@ def test_follow_policy_judges_the_prm_before_refitting_it():
 
 @pytest.mark.parametrize("kwargs, key", [
     ({"search": "dfs"}, "search"), ({"labels": "orm"}, "labels"), ({"simulations": 0}, "simulations"),
-    ({"prm_samples": 0}, "prm_samples"), ({"prm_max_new_tokens": 0}, "prm_max_new_tokens"), ({"prm_steps": -1}, "prm_steps"), ({"prm_lr": 0.0}, "prm_lr"),
+    ({"easy_samples": -1}, "easy_samples"), ({"prm_samples": 0}, "prm_samples"), ({"prm_max_new_tokens": 0}, "prm_max_new_tokens"), ({"prm_steps": -1}, "prm_steps"), ({"prm_lr": 0.0}, "prm_lr"),
 ])
 def test_bad_settings_name_their_key(kwargs, key):
     with pytest.raises(ValueError, match=key):

@@ -2,7 +2,8 @@
 
 One round:
 
-1. **Search** with the current PRM on the round's fresh training problems: PRM-guided MCTS (the trees
+1. **Search** with the current PRM on the round's fresh training problems (with `easy_samples`, only on
+   those that plain sampling does not solve): PRM-guided MCTS (the trees
    of `ponder.learn.distill`) or step-level beam search (`search = "beam"`). What it kept: the verified
    traces of each problem, up to `traces_per_tree` distinct ones (the search's answer first, then
    other verified finished paths it reached), and for MCTS every visited node's backed-up value.
@@ -71,6 +72,10 @@ class SelfEvolveConfig:
     """Token cap of one step of the search."""
     traces_per_tree: int = 4
     """Most distinct verified traces kept per problem (several keep the policy's diversity)."""
+    easy_samples: int = 0
+    """Before searching, sample this many plain solutions per problem (at `temperature`); a problem one of
+    them solves is easy and is neither searched nor learned from, so the round learns where search found
+    what sampling does not (0: search every problem)."""
     epochs: float = 2.0
     """Passes over the round's traces; a round trains min(sft.steps, epochs * kept / batch) steps (0: sft.steps)."""
     sft: SFTConfig = SFTConfig(steps=150, lr=1e-3, warmup=10)
@@ -105,7 +110,7 @@ class SelfEvolveConfig:
                      "prm_max_new_tokens", "rollouts", "min_visits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("epochs", "c_puct", "prefix_cache_mb", "prm_problems", "prm_steps"):
+        for name in ("epochs", "c_puct", "prefix_cache_mb", "prm_problems", "prm_steps", "easy_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.temperature > 0 and self.prm_lr > 0):
@@ -141,6 +146,18 @@ def beam_round(policy: Policy, prm, task: Task, problems: Sequence[Problem], cfg
              "value_examples": 0, "sample_tokens": cost.tokens_generated, "tokens_encoded": cost.tokens_encoded,
              "sample_flops": cost.flops}
     return {"traces": traces, "values": []}, stats
+
+
+def hard_problems(policy: Policy, task: Task, problems: Sequence[Problem], cfg: SelfEvolveConfig, *, seed: int,
+                  progress: bool = True) -> tuple[list[Problem], dict]:
+    """The problems none of `cfg.easy_samples` plain samples solves, and what finding them cost."""
+    sampling = Sampling(n=cfg.easy_samples, temperature=cfg.temperature, max_new_tokens=cfg.prm_max_new_tokens,
+                        seed=stable_seed(seed, "easy samples"))
+    groups = generate_in_chunks(policy, [p.prompt for p in problems], sampling, desc="easy samples",
+                                progress=progress)
+    hard = [p for p, g in zip(problems, groups) if not any(is_verified(task, task.verify(p, s.text)) for s in g)]
+    cost = Cost.total(s.cost for g in groups for s in g)
+    return hard, {"easy": len(problems) - len(hard), "easy_sample_tokens": cost.tokens_generated}
 
 
 def policy_entropy(policy: Policy, problems: Sequence[Problem], groups: Sequence[Sequence[Sample]],
@@ -216,12 +233,17 @@ class SelfEvolve(Learner):
 
     def search(self, policy, cfg, rnd: Round) -> tuple[dict, dict]:
         settings, prm = self.settings(cfg), rnd.store.prm()
+        problems, easy = list(rnd.problems), {}
+        if settings.easy_samples:
+            problems, easy = hard_problems(policy, rnd.task, problems, settings, seed=rnd.seed, progress=rnd.progress)
         if settings.search == "beam":
-            data, stats = beam_round(policy, prm, rnd.task, rnd.problems, settings, seed=rnd.seed)
+            data, stats = beam_round(policy, prm, rnd.task, problems, settings, seed=rnd.seed)
         else:
-            data, stats = search_round(policy, prm, rnd.task, rnd.problems, settings.as_distill(), seed=rnd.seed)
+            data, stats = search_round(policy, prm, rnd.task, problems, settings.as_distill(), seed=rnd.seed)
             if not settings.tree_values:
                 data = {**data, "values": []}
+        if easy:
+            stats = {**stats, **easy, "sample_tokens": stats["sample_tokens"] + easy["easy_sample_tokens"]}
         return data, {"phase": rnd.phase, "search": settings.search, **stats}
 
     def learn(self, policy, cfg, rnd: Round, data=None, stats=None, checkpointing=None) -> dict:
