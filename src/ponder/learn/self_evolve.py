@@ -40,7 +40,7 @@ from ponder.learn.base import Learner, Round
 from ponder.learn.distill import DistillConfig, search_round, train_round, verified_texts
 from ponder.learn.scoring import score_completions
 from ponder.policy.base import Policy
-from ponder.reward.labels import gold_labels, label_examples, mc_labels
+from ponder.reward.labels import label_examples, label_steps
 from ponder.reward.model import RewardExample, train_reward_model
 from ponder.reward.pipeline import evaluate_reward_models
 from ponder.search.beam import BeamConfig, beam_search
@@ -199,14 +199,12 @@ def follow_policy(policy: Policy, prm, task: Task, cfg: SelfEvolveConfig, data: 
         out["prm_before_first_error_f1"] = judged["first_error_f1"]
     flat_p = [p for p, g in zip(problems, groups) for _ in g]
     flat_t = [s.text for g in groups for s in g]
-    if cfg.labels == "gold":
-        labels = gold_labels(task, flat_p, flat_t)
-    else:
-        rollout = Sampling(temperature=cfg.temperature, max_new_tokens=cfg.prm_max_new_tokens,
-                           seed=stable_seed(seed, "prm rollouts"))
-        labels, mc_cost = mc_labels(task, policy, flat_p, flat_t, rollouts=cfg.rollouts, sampling=rollout,
-                                    hard=cfg.labels == "mc_hard", progress=progress)
-        out["prm_label_tokens"] = mc_cost.tokens_generated
+    rollout = Sampling(temperature=cfg.temperature, max_new_tokens=cfg.prm_max_new_tokens,
+                       seed=stable_seed(seed, "prm rollouts"))
+    labels, label_cost = label_steps(task, policy, flat_p, flat_t, how=cfg.labels, rollouts=cfg.rollouts,
+                                     sampling=rollout, progress=progress)
+    if label_cost.tokens_generated:
+        out["prm_label_tokens"] = label_cost.tokens_generated
     examples = label_examples(task, flat_p, flat_t, labels, kind="process")
     if cfg.tree_values:
         examples += [RewardExample(prompt=p, text=t, targets=tuple(v)) for p, t, v in data.get("values", [])]

@@ -80,6 +80,16 @@ def mc_labels(task: Task, policy: Policy, problems: Sequence[Problem], texts: Se
     return labels, cost
 
 
+def label_steps(task: Task, policy: Policy, problems: Sequence[Problem], texts: Sequence[str], *, how: str,
+                rollouts: int, sampling: Sampling, progress: bool = False) -> tuple[list[list[float]], Cost]:
+    """Step labels of each solution by `how`: the task's gold labels ("gold", nothing spent), or Monte-Carlo
+    rollouts of `policy` drawn with `sampling` ("mc_soft", "mc_hard"), and what the rollouts cost."""
+    if how == "gold":
+        return gold_labels(task, problems, texts), Cost()
+    return mc_labels(task, policy, problems, texts, rollouts=rollouts, sampling=sampling, hard=how == "mc_hard",
+                     progress=progress)
+
+
 def label_examples(task: Task, problems: Sequence[Problem], texts: Sequence[str], labels: Sequence[Sequence[float]],
                    *, kind: str = "process") -> list[RewardExample]:
     """Training examples for a reward model: per-step targets (process) or the outcome (outcome);

@@ -22,7 +22,7 @@ from pathlib import Path
 from ponder.eval import generate_in_chunks, score_groups
 from ponder.reward.base import AGGREGATIONS
 from ponder.reward.implicit import ImplicitPRM, train_implicit_prm
-from ponder.reward.labels import gold_labels, label_examples, mc_labels
+from ponder.reward.labels import gold_labels, label_examples, label_steps
 from ponder.reward.metrics import auroc, best_of_n_curve, first_error_index, predicted_first_error, process_bench_f1
 from ponder.reward.model import PreferencePair, RewardModel, train_reward_model
 from ponder.reward.pairs import load_pairs_jsonl
@@ -113,15 +113,10 @@ def collect(policy, task: Task, cfg: RewardConfig, *, seed: int, progress: bool 
     groups = generate_in_chunks(policy, [p.prompt for p in problems], sampling, desc="reward data", progress=progress)
     flat_p = [p for p, g in zip(problems, groups) for _ in g]
     flat_t = [s.text for g in groups for s in g]
-    cost = Cost.total(s.cost for g in groups for s in g)
-    if cfg.labels == "gold":
-        labels = gold_labels(task, flat_p, flat_t)
-    else:
-        rollout = Sampling(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                           seed=stable_seed(seed, "rollouts"))
-        labels, mc_cost = mc_labels(task, policy, flat_p, flat_t, rollouts=cfg.rollouts, sampling=rollout,
-                                    hard=cfg.labels == "mc_hard", progress=progress)
-        cost = cost + mc_cost
+    rollout = Sampling(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=stable_seed(seed, "rollouts"))
+    labels, label_cost = label_steps(task, policy, flat_p, flat_t, how=cfg.labels, rollouts=cfg.rollouts,
+                                     sampling=rollout, progress=progress)
+    cost = Cost.total(s.cost for g in groups for s in g) + label_cost
     outcomes = [task.verify(p, t) for p, t in zip(flat_p, flat_t)]
     return RewardData(flat_p, flat_t, outcomes, labels, cost)
 
