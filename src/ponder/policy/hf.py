@@ -327,6 +327,11 @@ class HFPolicy:
         lens = [len(p) + len(c) for p, c in zip(p_ids, c_ids)]
         if lens and max(lens) > self.max_seq_len:
             raise ValueError(f"a prompt + completion of {max(lens)} tokens exceeds max_seq_len={self.max_seq_len}")
+        return self.score_id_pairs(p_ids, c_ids)
+
+    def score_id_pairs(self, p_ids: Sequence[Sequence[int]], c_ids: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+        """(logp, mask), both (B, Tc): the log-probs of each completion's token ids after its prompt's ids,
+        in one forward pass (prompts left-padded, completions right-padded after them); differentiable."""
         B, Tc = len(p_ids), max((len(c) for c in c_ids), default=0)
         if Tc == 0:
             return torch.zeros(B, 0, device=self.device), torch.zeros(B, 0, device=self.device)

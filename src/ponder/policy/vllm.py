@@ -73,7 +73,6 @@ Deviations and caveats:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import tempfile
 from collections.abc import Sequence
@@ -86,7 +85,7 @@ from torch import Tensor
 
 from ponder.policy.base import batch_seed
 from ponder.policy.hf import HFConfig, HFPolicy
-from ponder.policy.hf_loading import first_line, left_padded
+from ponder.policy.hf_loading import first_line
 from ponder.policy.settings import hf_settings
 from ponder.policy.tiny import PolicyLoadError
 from ponder.policy.vllm_convert import engine_logprobs_untempered, sampling_kwargs, to_samples
@@ -185,7 +184,6 @@ class VLLMPolicy:
         text_cfg = core.config.get_text_config()
         self._per_layer = 4.0 * int(getattr(text_cfg, "num_hidden_layers", 0) or 0) * int(
             getattr(text_cfg, "hidden_size", 0) or 0)
-        self._keep_arg = "logits_to_keep" in inspect.signature(type(core).forward).parameters
 
     @classmethod
     def from_config(cls, pc, *, path: str, seed: int = 0) -> VLLMPolicy:
@@ -345,25 +343,14 @@ class VLLMPolicy:
         """Untempered log-probs of each completion's token ids given its prompt's, by the HF copy:
         `HFPolicy.logprobs` on exact ids (no re-tokenization), in batches of `batch_size`."""
         hf = self.hf
-        model, dev = hf.model, hf.device
-        was_training = model.training
-        model.eval()
+        was_training = hf.model.training
+        hf.model.eval()
         out: list[tuple[float, ...]] = []
         try:
             for start in range(0, len(pairs), hf.config.batch_size):
                 chunk = pairs[start : start + hf.config.batch_size]
-                Tc = max(len(c) for _, c in chunk)
-                if Tc == 0:
-                    out += [() for _ in chunk]
-                    continue
-                ids, attn = left_padded([p for p, _ in chunk], hf.pad_id, [c for _, c in chunk])
-                ids, attn = ids.to(dev), attn.to(dev)
-                pos = (attn.cumsum(-1) - 1).clamp(min=0)
-                extra = {"logits_to_keep": Tc + 1} if self._keep_arg else {}
-                logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **extra).logits
-                logits = logits[:, -(Tc + 1) : -1]  # (B, Tc, V): column -(Tc+1)+j predicts completion token j
-                logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, -Tc:, None]).squeeze(-1)  # (B, Tc)
+                logp, _ = hf.score_id_pairs([p for p, _ in chunk], [c for _, c in chunk])
                 out += [tuple(logp[b, : len(c)].tolist()) for b, (_, c) in enumerate(chunk)]
         finally:
-            model.train(was_training)
+            hf.model.train(was_training)
         return out
