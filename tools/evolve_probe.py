@@ -26,8 +26,8 @@ import torch
 
 from ponder.config import load_recipe
 from ponder.eval import evaluate
-from ponder.learn.distill import search_round, train_round
-from ponder.learn.self_evolve import SelfEvolveConfig, beam_round, follow_policy, hard_problems
+from ponder.learn.distill import train_round
+from ponder.learn.self_evolve import SelfEvolveConfig, follow_policy, search_half
 from ponder.learn.sft import train_sft
 from ponder.policy.tiny import TinyPolicy
 from ponder.reward.pipeline import load_model
@@ -89,17 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     for r in range(1, args.rounds + 1):
         seed = r - 1  # round r's problems, search and SFT seeds, and its PRM samples' (50 + seed)
         problems = task.problems("train", recipe.learn.problems, 1000 + seed)
-        found = {}
-        if cfg.easy_samples:
-            problems, found = hard_problems(policy, task, problems, cfg, seed=seed, progress=False)
-        if cfg.search == "beam":
-            data, stats = beam_round(policy, prm, task, problems, cfg, seed=seed)
-        else:
-            data, stats = search_round(policy, prm, task, problems, cfg.as_distill(), seed=seed)
+        data, stats = search_half(policy, prm, task, problems, cfg, seed=seed, progress=False)
         trained = train_round(policy, None, data, stats, cfg.as_distill(), seed=seed, phase=f"round{r}", progress=False)
         follow = follow_policy(policy, prm, task, cfg, data, seed=50 + seed, phase=f"round{r}", progress=False) \
             if cfg.prm_problems else {}
         keep = ("prm_before_auroc", "prm_before_first_error_f1", "verified_share", f"pass@{cfg.prm_samples}", "entropy")
+        found = {k: stats[k] for k in ("easy",) if k in stats}
         print(line(f"round {r}", {**found, "searched": stats["searched"], "kept": stats["kept"],
                                   "search_accuracy": stats["search_accuracy"], "train_steps": trained["train_steps"],
                                   **{k: follow[k] for k in keep if follow.get(k) is not None}}, start), flush=True)

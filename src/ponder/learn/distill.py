@@ -16,6 +16,7 @@ can save what search found and, on resume, retrain without searching again.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from ponder.learn.base import Learner, Round
@@ -25,7 +26,7 @@ from ponder.reward.model import RewardExample, train_reward_model
 from ponder.search.mcts import MCTSConfig, Tree, mcts
 from ponder.tasks.base import Task, is_verified
 from ponder.training import Checkpointing, SFTConfig, steps_for
-from ponder.types import Cost, Problem, Sampling
+from ponder.types import Cost, Problem, Sampling, SearchResult
 
 
 @dataclass(frozen=True)
@@ -97,23 +98,36 @@ def search_round(policy: Policy, prm, task: Task, problems: Sequence[Problem], c
     stats what the search spent and found."""
     sampling = Sampling(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed)
     mc = MCTSConfig(simulations=cfg.simulations, expansions=cfg.expansions, c_puct=cfg.c_puct)
-    cacheable = cfg.prefix_cache_mb > 0 and hasattr(policy, "set_prefix_cache")
-    if cacheable:
-        policy.set_prefix_cache(cfg.prefix_cache_mb)
-    try:
+    with prefix_cached(policy, cfg.prefix_cache_mb):
         results, trees = mcts(problems, policy, prm, task, config=mc, sampling=sampling)
-    finally:
-        if cacheable:
-            policy.set_prefix_cache(0)
     traces = [[p.prompt, text] for p, r, tree in zip(problems, results, trees)
               for text in verified_traces(tree, r.text, task, cfg.traces_per_tree)]
     values = [[e.prompt, e.text, list(e.targets)] for t in trees for e in t.value_examples(cfg.min_visits)]
+    return {"traces": traces, "values": values}, search_stats(task, problems, results, traces, values)
+
+
+@contextmanager
+def prefix_cached(policy: Policy, mb: float):
+    """A fresh prefix KV cache of `mb` MiB on `policy` while the block runs (policies that have one; 0: none)."""
+    cacheable = mb > 0 and hasattr(policy, "set_prefix_cache")
+    if cacheable:
+        policy.set_prefix_cache(mb)
+    try:
+        yield
+    finally:
+        if cacheable:
+            policy.set_prefix_cache(0)
+
+
+def search_stats(task: Task, problems: Sequence[Problem], results: Sequence[SearchResult], traces: Sequence,
+                 values: Sequence) -> dict:
+    """What a search half spent and found: problems searched, traces kept, the share whose answer verifies,
+    value examples, and the search's tokens and FLOPs."""
     cost = Cost.total(r.cost for r in results)
     solved = sum(is_verified(task, task.verify(p, r.text)) for p, r in zip(problems, results))
-    stats = {"searched": len(problems), "kept": len(traces), "search_accuracy": solved / max(len(problems), 1),
-             "value_examples": len(values), "sample_tokens": cost.tokens_generated,
-             "tokens_encoded": cost.tokens_encoded, "sample_flops": cost.flops}
-    return {"traces": traces, "values": values}, stats
+    return {"searched": len(problems), "kept": len(traces), "search_accuracy": solved / max(len(problems), 1),
+            "value_examples": len(values), "sample_tokens": cost.tokens_generated,
+            "tokens_encoded": cost.tokens_encoded, "sample_flops": cost.flops}
 
 
 def train_round(policy: Policy, prm, data: dict, stats: dict, cfg: DistillConfig, *, seed: int, phase: str,

@@ -37,7 +37,7 @@ import torch
 
 from ponder.eval import generate_in_chunks
 from ponder.learn.base import Learner, Round
-from ponder.learn.distill import DistillConfig, search_round, train_round, verified_texts
+from ponder.learn.distill import DistillConfig, prefix_cached, search_round, search_stats, train_round, verified_texts
 from ponder.learn.scoring import score_completions
 from ponder.policy.base import Policy
 from ponder.reward.labels import label_examples, label_steps
@@ -130,22 +130,29 @@ def beam_round(policy: Policy, prm, task: Task, problems: Sequence[Problem], cfg
     first), as distill's `search_round` returns them for MCTS (no value examples)."""
     sampling = Sampling(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed)
     beam = BeamConfig(width=cfg.width, expansions=cfg.expansions)
-    cacheable = cfg.prefix_cache_mb > 0 and hasattr(policy, "set_prefix_cache")
-    if cacheable:
-        policy.set_prefix_cache(cfg.prefix_cache_mb)
-    try:
+    with prefix_cached(policy, cfg.prefix_cache_mb):
         results = beam_search(problems, policy, prm, task, config=beam, sampling=sampling)
-    finally:
-        if cacheable:
-            policy.set_prefix_cache(0)
     traces = [[p.prompt, text] for p, r in zip(problems, results)
               for text in verified_texts(task, p, [r.text] + [c.text for c in r.candidates], cfg.traces_per_tree)]
-    cost = Cost.total(r.cost for r in results)
-    solved = sum(is_verified(task, task.verify(p, r.text)) for p, r in zip(problems, results))
-    stats = {"searched": len(problems), "kept": len(traces), "search_accuracy": solved / max(len(problems), 1),
-             "value_examples": 0, "sample_tokens": cost.tokens_generated, "tokens_encoded": cost.tokens_encoded,
-             "sample_flops": cost.flops}
-    return {"traces": traces, "values": []}, stats
+    return {"traces": traces, "values": []}, search_stats(task, problems, results, traces, [])
+
+
+def search_half(policy: Policy, prm, task: Task, problems: Sequence[Problem], cfg: SelfEvolveConfig, *, seed: int,
+                progress: bool = True) -> tuple[dict, dict]:
+    """A round's search half: drop the easy problems (with `easy_samples`), then search the rest with `prm`
+    (MCTS or beam). Returns (data, stats) as distill's `search_round` does, the easy samples' tokens counted."""
+    problems, easy = list(problems), {}
+    if cfg.easy_samples:
+        problems, easy = hard_problems(policy, task, problems, cfg, seed=seed, progress=progress)
+    if cfg.search == "beam":
+        data, stats = beam_round(policy, prm, task, problems, cfg, seed=seed)
+    else:
+        data, stats = search_round(policy, prm, task, problems, cfg.as_distill(), seed=seed)
+        if not cfg.tree_values:
+            data = {**data, "values": []}
+    if easy:
+        stats = {**stats, **easy, "sample_tokens": stats["sample_tokens"] + easy["easy_sample_tokens"]}
+    return data, stats
 
 
 def hard_problems(policy: Policy, task: Task, problems: Sequence[Problem], cfg: SelfEvolveConfig, *, seed: int,
@@ -230,18 +237,9 @@ class SelfEvolve(Learner):
         return max(settings.max_new_tokens, settings.prm_max_new_tokens if settings.prm_problems else 0)
 
     def search(self, policy, cfg, rnd: Round) -> tuple[dict, dict]:
-        settings, prm = self.settings(cfg), rnd.store.prm()
-        problems, easy = list(rnd.problems), {}
-        if settings.easy_samples:
-            problems, easy = hard_problems(policy, rnd.task, problems, settings, seed=rnd.seed, progress=rnd.progress)
-        if settings.search == "beam":
-            data, stats = beam_round(policy, prm, rnd.task, problems, settings, seed=rnd.seed)
-        else:
-            data, stats = search_round(policy, prm, rnd.task, problems, settings.as_distill(), seed=rnd.seed)
-            if not settings.tree_values:
-                data = {**data, "values": []}
-        if easy:
-            stats = {**stats, **easy, "sample_tokens": stats["sample_tokens"] + easy["easy_sample_tokens"]}
+        settings = self.settings(cfg)
+        data, stats = search_half(policy, rnd.store.prm(), rnd.task, rnd.problems, settings, seed=rnd.seed,
+                                  progress=rnd.progress)
         return data, {"phase": rnd.phase, "search": settings.search, **stats}
 
     def learn(self, policy, cfg, rnd: Round, data=None, stats=None, checkpointing=None) -> dict:
@@ -256,9 +254,6 @@ class SelfEvolve(Learner):
             out["sample_tokens"] += follow["prm_sample_tokens"] + follow.get("prm_label_tokens", 0)
             if settings.prm_steps:
                 rnd.store.save_prm(prm)
-        if rnd.log is not None:
-            rnd.log({"phase": rnd.phase, "step": -1, "event": "self_evolve",
-                     **{k: v for k, v in out.items() if isinstance(v, (int, float)) or v is None}})
         return out
 
 
