@@ -59,6 +59,9 @@ def test_run_writes_a_complete_run_directory_and_is_deterministic(tmp_path, caps
     for r in scaling["rows"]:
         assert 0.0 <= r["accuracy"] <= 1.0 and r["tokens_generated"] > 0
     assert all(c["tokens_generated"] <= c["budget"] + 1e-9 for c in scaling["compute_optimal"])
+    kept = json.loads((run / "state.json").read_text())["results"]["search"]  # what ponder compare pairs runs on
+    assert len(kept["problem_ids"]) == len(set(kept["problem_ids"])) == 8 == len(kept["difficulty"])
+    assert all(0 <= d <= 1 for d in kept["difficulty"]) and len(kept["per_problem"]["beam@2"]) == 8
     for rows in summary["search"].values():
         by = {(r["method"], r["n"]): r for r in rows}
         assert by["oracle", 4]["accuracy"] >= by["oracle", 1]["accuracy"]  # pass@4 >= pass@1 on the same samples

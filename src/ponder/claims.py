@@ -14,7 +14,7 @@ by picking its best-looking row:
   prm_search          PRM beam search at its largest width against best-of-N by the PRM at the smallest N
                       that generates at least as many tokens (best-of-N gets the compute advantage)
   small_vs_big        a small policy with search against a larger one greedy at matched FLOPs: two runs,
-                      so never measured inside one (`ponder compare` draws it)
+                      so never measured inside one (`ponder compare` measures it, `ponder.small_big`)
   learning            greedy accuracy after the last learning round against the initialized policy;
                       one `learning_round<k>` claim per round against the round before
   prm_follows         a PRM that learning rounds refitted to the policy (distill, self_evolve) against the

@@ -10,6 +10,11 @@ Each run's `search_scaling` rows (from its `[search]` sweep) are plotted as accu
 inference FLOPs per problem, so a small policy with search and a big one decoding greedily (or with
 search) compare on the compute they really spend: FLOPs count every generated and encoded token at
 each model's own size. The reward model's FLOPs are not included (it is as large as its policy).
+With two or more runs of different sizes over the same problems it also measures the `small_vs_big`
+claim (`ponder.small_big`: the smallest run's search, chosen by cross-fitting among the options within
+the largest run's greedy FLOPs, against that greedy answer, paired over problems) and prints it
+by difficulty bin of the small policy's pass rate: where search pays and where size does. Claim
+and bins go to a .json beside the plot.
 
 Learning (`--learning`): runs that differ in their learner, started from the same initialized
 policy (`init.checkpoint`; `make learners` runs every learner recipe that way), as held-out accuracy
@@ -27,13 +32,22 @@ import itertools
 import json
 from pathlib import Path
 
-from ponder.runs import RunDirError
+from ponder import small_big
+from ponder.claims import effect_text
+from ponder.runs import RunDirError, write_json
 
 DEFAULT_METHODS = ("greedy", "majority", "weighted_vote", "beam", "mcts")
 
 
 def load_scaling(run_dir: Path) -> tuple[str, int, list[dict]]:
     """(run name, policy parameters, scaling rows) of a finished run; a clear error if it has no sweep."""
+    sweep = load_sweep(run_dir)
+    return sweep["name"], sweep["params"], sweep["rows"]
+
+
+def load_sweep(run_dir: Path) -> dict:
+    """A finished run's sweep: name, params, rows, and from its state the per-problem scores, problem ids
+    and difficulty (empty for runs made before they were kept); a clear error if it has no sweep."""
     summary_file = run_dir / "summary.json"
     if not summary_file.is_file():
         raise RunDirError(f"{run_dir}: no summary.json (is it a finished ponder run?)")
@@ -41,7 +55,40 @@ def load_scaling(run_dir: Path) -> tuple[str, int, list[dict]]:
     rows = summary.get("search_scaling", {}).get("rows", [])
     if not rows:
         raise RunDirError(f"{run_dir}: no search sweep in its summary (its recipe's search.methods was empty)")
-    return str(summary.get("name") or run_dir.name), int(summary.get("model_params") or 0), rows
+    state_file = run_dir / "state.json"
+    search = json.loads(state_file.read_text()).get("results", {}).get("search", {}) if state_file.is_file() else {}
+    return {"name": str(summary.get("name") or run_dir.name), "params": int(summary.get("model_params") or 0),
+            "rows": rows, "per_problem": search.get("per_problem", {}), "problem_ids": search.get("problem_ids", []),
+            "difficulty": search.get("difficulty", [])}
+
+
+def small_vs_big_section(sweeps: list[dict], *, bins: int, seed: int = 0) -> tuple[dict | None, list[str]]:
+    """The smallest and the largest run's claim and difficulty bins ({"claim", "bins"}), and the lines that
+    print them; (None, [why not]) when they cannot be paired."""
+    small, big = min(sweeps, key=lambda s: s["params"]), max(sweeps, key=lambda s: s["params"])
+    if small["params"] == big["params"]:
+        return None, ["claim small_vs_big: not measured (the runs' policies are the same size)"]
+    try:
+        measured = small_big.claim(small, big, seed=seed)
+        rows = small_big.difficulty_bins(small, big, bins=bins, seed=seed) if measured["effect"] is not None else []
+    except small_big.SweepMismatch as err:
+        return None, [f"claim small_vs_big: not measured ({err})"]
+    lines = [f"claim small_vs_big: {measured['verdict']}, {effect_text('small_vs_big', measured['effect'], measured['lo'], measured['hi'])}"
+             if measured["effect"] is not None else "claim small_vs_big: not measured", f"  {measured['evidence']}"]
+    if rows:
+        lines += ["", f"By difficulty bin of {small['name']}'s pass rate (1 = easiest), accuracy in % [95% interval]:", "",
+                  "| bin | problems | pass rate | small greedy | small + search | big greedy | search - big |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            d = r["search_minus_big"]
+            lines.append(f"| {r['bin']} | {r['problems']} | {r['pass_rate'][0]:.2f}-{r['pass_rate'][1]:.2f} | "
+                         + " | ".join(_pct(r[k]) for k in ("small_greedy", "small_search", "big_greedy"))
+                         + f" | {effect_text('small_vs_big', d['effect'], d['lo'], d['hi'])} ({d['verdict']}) |")
+    return {"claim": measured, "bins": rows}, lines
+
+
+def _pct(cell: dict | None) -> str:
+    return "-" if cell is None else f"{100 * cell['accuracy']:.1f} [{100 * cell['lo']:.1f}, {100 * cell['hi']:.1f}]"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -51,7 +98,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    runs = [load_scaling(Path(r)) for r in args.runs]
+    if args.bins < 1:
+        raise RunDirError(f"--bins must be >= 1, got {args.bins}")
+    sweeps = [load_sweep(Path(r)) for r in args.runs]
+    runs = [(s["name"], s["params"], s["rows"]) for s in sweeps]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     table = []
     for (name, params, rows), style in zip(runs, ("-", "--", ":", "-.") * 4):
@@ -80,6 +130,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for r in sorted(table, key=lambda r: r["flops"]):
         print(f"{r['run']:<16} {r['params'] / 1e6:>7.2f}M {r['method']:<14} {r['size']:>5} {r['flops'] / 1e9:>15.3f} "
               f"{r['accuracy']:>9.1%}")
+    if len(sweeps) > 1:
+        measured, lines = small_vs_big_section(sweeps, bins=args.bins)
+        print("\n" + "\n".join(lines))
+        if measured is not None:
+            write_json(out.with_suffix(".json"), measured)
+            print(f"claim and bins: {out.with_suffix('.json')}")
     print(f"\nplot: {out}")
     return 0
 
@@ -183,6 +239,8 @@ def add_parser(sub) -> None:
     c.add_argument("runs", nargs="+", help="finished run directories (with a search sweep, or learning rounds)")
     c.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated methods to plot (default: {','.join(DEFAULT_METHODS)})")
+    c.add_argument("--bins", type=int, default=5,
+                   help="difficulty bins of the small_vs_big table (quantiles of the small policy's pass rate; default 5)")
     c.add_argument("--learning", action="store_true",
                    help="compare learners instead: accuracy against learning compute, and a table at equal compute")
     c.add_argument("--out", default="runs/compare.png",

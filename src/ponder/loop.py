@@ -108,7 +108,8 @@ def _search_phase(run: Run, cfg: RunConfig, policy, task, progress: bool) -> dic
     table = [{k: v for k, v in r.items() if not k.startswith("per_problem")} for r in rows]
     run.log({"phase": "search", "step": 0, **{f"{r['method']}@{r['size']}": r["accuracy"] for r in rows}})
     return {"rows": table, "compute_optimal": optimal, "problems": len(problems),
-            "per_problem": {f"{r['method']}@{r['size']}": r["per_problem"] for r in rows}}
+            "per_problem": {f"{r['method']}@{r['size']}": r["per_problem"] for r in rows},
+            "problem_ids": [p.id for p in problems], "difficulty": difficulty}  # ponder compare pairs runs on these
 
 
 def _eval_phase(run: Run, cfg: RunConfig, policy, task, problems, phase: str, progress: bool) -> dict:
