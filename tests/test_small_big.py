@@ -50,6 +50,19 @@ def test_options_over_the_budget_are_never_picked_and_each_half_is_scored_by_the
     assert m["flops"] == [3.0, 2.0]
 
 
+def test_reward_calls_count_a_whole_greedy_solution_at_the_policys_size():
+    scores = {"greedy@1": [0.0, 0.0], "weighted_vote@3": [1.0, 1.0], "majority@3": [0.0, 1.0]}
+    small = _sweep("small", 1000, scores, {"greedy@1": 1e5, "weighted_vote@3": 3e5, "majority@3": 3e5})
+    for r in small["rows"]:
+        r.update(tokens_generated=40.0, tokens_encoded=10.0, reward_calls=3.0 if r["method"] == "weighted_vote" else 0.0)
+    big = _sweep("big", 4000, {"greedy@1": [0.0, 0.0]}, {"greedy@1": 4e5})
+    # weighted_vote@3: 3e5 policy FLOPs + 3 calls x 2 x 1000 params x 50 tokens = 6e5, over the 4e5 budget
+    m = small_big.matched_search(small, big)
+    assert m["options"] == ["greedy@1", "majority@3"] and m["picks"] == ["majority@3", "greedy@1"]
+    roomy = _sweep("big", 4000, {"greedy@1": [0.0, 0.0]}, {"greedy@1": 6e5})
+    assert "weighted_vote@3" in small_big.matched_search(small, roomy)["options"]
+
+
 def test_ties_go_to_the_cheaper_option():
     scores = {"greedy@1": [1.0, 1.0], "majority@3": [1.0, 1.0]}
     m = small_big.matched_search(_sweep("small", 1, scores, {"greedy@1": 1.0, "majority@3": 3.0}),

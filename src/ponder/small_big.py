@@ -7,7 +7,10 @@ answer, and on which problems?
 
 Both sweeps must be over the same held-out problems (same task, seed and `search.problems`); the
 problem ids each run kept are compared first. The budget is the big policy's greedy FLOPs per problem
-(each model's own size, every generated and encoded token; a reward model's scoring is not counted).
+(each model's own size, every generated and encoded token). An option's FLOPs add its reward model's
+scoring: ponder's reward models are the size of their policy, and each reward call is counted as one
+forward pass over a whole solution with its prompt (the greedy row's tokens), an upper bound, since
+beam search and MCTS score partial solutions.
 Which of the small run's (method, size) options spends it is chosen without looking at the problems
 it is scored on: the problems are split into two halves by index, and each half is scored with the
 option most accurate on the *other* half among those whose mean FLOPs per problem fit the budget
@@ -50,7 +53,17 @@ def check_pair(small: dict, big: dict) -> None:
 
 
 def _flops(sweep: dict) -> dict[str, float]:
-    return {f"{r['method']}@{r['size']}": float(r["flops"]) for r in sweep["rows"]}
+    """Each option's mean FLOPs per problem: the policy's, plus its reward calls at 2 x params per token of a
+    whole greedy solution with its prompt (see the module docstring)."""
+    greedy = next((r for r in sweep["rows"] if r["method"] == "greedy"), None)
+    per_call = 2.0 * sweep["params"] * (greedy["tokens_generated"] + greedy.get("tokens_encoded", 0.0)) if greedy else 0.0
+    out = {}
+    for r in sweep["rows"]:
+        calls = float(r.get("reward_calls") or 0.0)
+        if calls and greedy is None:
+            raise SweepMismatch(f"{sweep['name']}: its sweep has no greedy row to size its reward calls by")
+        out[f"{r['method']}@{r['size']}"] = float(r["flops"]) + calls * per_call
+    return out
 
 
 def _pick(options: Sequence[str], scores: dict[str, list[float]], flops: dict[str, float], idx: Sequence[int]) -> str:
@@ -92,7 +105,7 @@ def claim(small: dict, big: dict, *, seed: int = 0) -> dict:
     return {**base, "effect": d["diff"], "lo": d["lo"], "hi": d["hi"], "n": d["n"],
             "verdict": verdict(d["lo"], d["hi"]),
             "evidence": f"{small['name']} ({small['params'] / 1e6:.2f}M) with {picks}, each chosen on the other half of "
-                        f"the problems among the options within {big['name']}'s greedy {m['budget'] / 1e6:.1f} MFLOPs - "
+                        f"the problems among the options within {big['name']}'s greedy {m['budget'] / 1e6:.1f} MFLOPs (policy and reward model) - "
                         f"{big['name']} ({big['params'] / 1e6:.2f}M) greedy, {d['n']} problems"}
 
 
