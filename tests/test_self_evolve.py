@@ -10,10 +10,21 @@ import torch
 from scripted import StepScriptPolicy, TableReward
 
 from ponder.learn.distill import verified_texts
-from ponder.learn.self_evolve import SelfEvolveConfig, beam_round, follow_policy, hard_problems, policy_entropy
+from ponder.learn.dpo import DPOConfig
+from ponder.learn.scoring import score_completions
+from ponder.learn.self_evolve import (
+    SelfEvolveConfig,
+    beam_round,
+    follow_policy,
+    hard_problems,
+    policy_entropy,
+    search_half,
+    step_dpo,
+)
 from ponder.policy import ModelConfig, TinyPolicy
 from ponder.reward.model import RewardModel
 from ponder.tasks import Arithmetic
+from ponder.training import SFTConfig
 from ponder.types import Problem, Sampling
 
 TASK = Arithmetic(digits=1)
@@ -93,7 +104,53 @@ def test_follow_policy_judges_the_prm_before_refitting_it():
     assert "prm_train_tokens" not in frozen
 
 
+def _dpo(steps):
+    return DPOConfig(beta=0.1, train=SFTConfig(steps=steps, batch_size=4, lr=3e-3, warmup=0, min_lr_ratio=1.0))
+
+
+def test_mcts_search_half_keeps_step_pairs_only_when_the_round_trains_dpo():
+    problem = Problem("m", "Q: 1+1\n", "2")
+    spec = {"": [("1+1=2\n", 0.5), ("1+1=3\n", 0.5)], "1+1=2\n": [("A: 2\n", 1.0)], "1+1=3\n": [("A: 3\n", 1.0)]}
+    policy = StepScriptPolicy({problem.prompt + k: v for k, v in spec.items()}, seed=0)
+    prm = TableReward({"1+1=2\n": 1.0, "1+1=2\nA: 2\n": 1.0, "1+1=3\n": 0.0, "1+1=3\nA: 3\n": 0.0})
+    cfg = SelfEvolveConfig(search="mcts", simulations=12, expansions=4, max_new_tokens=8, min_visits=1,
+                           pair_gap=0.5, dpo=_dpo(2))
+    data, stats = search_half(policy, prm, TASK, [problem], cfg, seed=0, progress=False)
+    assert [problem.prompt, "1+1=2\n", "1+1=3\n"] in data["pairs"] and stats["pairs"] == len(data["pairs"])
+    assert all(prompt.startswith(problem.prompt) and chosen != rejected for prompt, chosen, rejected in data["pairs"])
+    plain, plain_stats = search_half(policy, prm, TASK, [problem], SelfEvolveConfig(
+        search="mcts", simulations=12, expansions=4, max_new_tokens=8, min_visits=1), seed=0, progress=False)
+    assert "pairs" not in plain and "pairs" not in plain_stats
+
+
+def test_step_dpo_raises_the_chosen_steps_likelihood_over_the_rejected():
+    policy = TinyPolicy(ModelConfig(n_layer=1, n_head=2, d_model=32, max_seq_len=48), seed=0)
+    pairs = [[f"Q: {i}+{i}\n", f"{i}+{i}={2 * i}\n", f"{i}+{i}={2 * i + 1}\n"] for i in range(1, 5)]
+
+    @torch.no_grad()
+    def margin() -> float:
+        prompts, chosen, rejected = zip(*pairs)
+        c = score_completions(policy, prompts, chosen, [False] * 4)[0].sum(1)
+        r = score_completions(policy, prompts, rejected, [False] * 4)[0].sum(1)
+        return float((c - r).mean())
+
+    before = margin()
+    cfg = SelfEvolveConfig(dpo=_dpo(15))
+    out = step_dpo(policy, cfg, {"pairs": pairs}, seed=0, phase="round1", progress=False)
+    assert margin() > before + 1.0 and out["dpo_pairs"] == 4 and out["dpo_steps"] == 15 and out["dpo_train_tokens"] > 0
+    assert out["dpo_reward_accuracy"] == 1.0
+    # no DPO steps: nothing trained and nothing reported; steps but no pairs: the count says so
+    assert step_dpo(policy, SelfEvolveConfig(), {"pairs": pairs}, seed=0, phase="r", progress=False) == {}
+    assert step_dpo(policy, cfg, {"traces": []}, seed=0, phase="r", progress=False) == {"dpo_pairs": 0}
+
+
+def test_step_pairs_need_mcts():
+    with pytest.raises(ValueError, match='dpo.train.steps > 0 needs search = "mcts"'):
+        SelfEvolveConfig(search="beam", dpo=_dpo(5))
+
+
 @pytest.mark.parametrize("kwargs, key", [
+    ({"pair_gap": 0.0}, "pair_gap"), ({"pair_gap": 1.5}, "pair_gap"),
     ({"search": "dfs"}, "search"), ({"labels": "orm"}, "labels"), ({"simulations": 0}, "simulations"),
     ({"easy_samples": -1}, "easy_samples"), ({"prm_samples": 0}, "prm_samples"), ({"prm_max_new_tokens": 0}, "prm_max_new_tokens"), ({"prm_steps": -1}, "prm_steps"), ({"prm_lr": 0.0}, "prm_lr"),
 ])

@@ -91,10 +91,11 @@ def verified_texts(task: Task, problem: Problem, texts: Sequence[str], k: int) -
     return out
 
 
-def search_round(policy: Policy, prm, task: Task, problems: Sequence[Problem], cfg: DistillConfig, *, seed: int
-                 ) -> tuple[dict, dict]:
+def search_round(policy: Policy, prm, task: Task, problems: Sequence[Problem], cfg: DistillConfig, *, seed: int,
+                 pair_gap: float | None = None) -> tuple[dict, dict]:
     """The search half: MCTS on `problems`, guided and valued by `prm`. Returns (data, stats): data
-    holds the verified answer traces as [prompt, completion] pairs and the trees' value examples,
+    holds the verified answer traces as [prompt, completion] pairs and the trees' value examples (and,
+    with `pair_gap`, the trees' step preference pairs as [prompt + prefix, chosen step, rejected step]),
     stats what the search spent and found."""
     sampling = Sampling(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed)
     mc = MCTSConfig(simulations=cfg.simulations, expansions=cfg.expansions, c_puct=cfg.c_puct)
@@ -103,7 +104,12 @@ def search_round(policy: Policy, prm, task: Task, problems: Sequence[Problem], c
     traces = [[p.prompt, text] for p, r, tree in zip(problems, results, trees)
               for text in verified_traces(tree, r.text, task, cfg.traces_per_tree)]
     values = [[e.prompt, e.text, list(e.targets)] for t in trees for e in t.value_examples(cfg.min_visits)]
-    return {"traces": traces, "values": values}, search_stats(task, problems, results, traces, values)
+    data, stats = {"traces": traces, "values": values}, search_stats(task, problems, results, traces, values)
+    if pair_gap is not None:
+        data["pairs"] = [[q.prompt, q.chosen, q.rejected] for t in trees
+                         for q in t.preference_pairs(pair_gap, cfg.min_visits)]
+        stats["pairs"] = len(data["pairs"])
+    return data, stats
 
 
 @contextmanager

@@ -7,7 +7,12 @@ One round:
    of `ponder.learn.distill`) or step-level beam search (`search = "beam"`). What it kept: the verified
    traces of each problem, up to `traces_per_tree` distinct ones (the search's answer first, then
    other verified finished paths it reached), and for MCTS every visited node's backed-up value.
-2. **The policy learns** from those traces by SFT (`sft`, at most `epochs` passes).
+2. **The policy learns** from those traces by SFT (`sft`, at most `epochs` passes); with MCTS and
+   `dpo.train.steps` > 0, then also by DPO on the trees' step preference pairs (at every node, its
+   highest-valued child over its lowest when their values differ by at least `pair_gap`; each step
+   continues the prompt and its prefix, as Xie et al. 2024 and ReST-MCTS* draw them), the reference
+   being the policy after the SFT. Pairs teach the step choice at the branch points where greedy
+   decoding goes wrong, which verified traces alone only show by example.
 3. **The PRM follows the policy.** The updated policy samples `prm_samples` solutions to
    `prm_problems` other fresh problems; their steps are labelled (`labels`: the task's gold labels or
    Monte-Carlo rollouts of the updated policy). Before it is refitted, the PRM that guided this round
@@ -38,10 +43,11 @@ import torch
 from ponder.eval import generate_in_chunks
 from ponder.learn.base import Learner, Round
 from ponder.learn.distill import DistillConfig, prefix_cached, search_round, search_stats, train_round, verified_texts
+from ponder.learn.dpo import DPOConfig, train_dpo
 from ponder.learn.scoring import score_completions
 from ponder.policy.base import Policy
 from ponder.reward.labels import label_examples, label_steps
-from ponder.reward.model import RewardExample, train_reward_model
+from ponder.reward.model import PreferencePair, RewardExample, train_reward_model
 from ponder.reward.pipeline import evaluate_reward_models
 from ponder.search.beam import BeamConfig, beam_search
 from ponder.tasks.base import Task, is_verified, stable_seed
@@ -80,6 +86,11 @@ class SelfEvolveConfig:
     """Passes over the round's traces; a round trains min(sft.steps, epochs * kept / batch) steps (0: sft.steps)."""
     sft: SFTConfig = SFTConfig(steps=150, lr=1e-3, warmup=10)
     """The policy's SFT on the kept traces."""
+    dpo: DPOConfig = DPOConfig(train=SFTConfig(steps=0, batch_size=32, lr=3e-5, warmup=3, min_lr_ratio=1.0))
+    """DPO on the MCTS trees' step pairs after the SFT: `dpo.train.steps` a round (0: none), `beta`,
+    `nll_coef`, and the loop's batch size and learning rate (its iterative-DPO keys are not used)."""
+    pair_gap: float = 0.2
+    """Least difference of value between a node's two children that makes them a preference pair."""
     prm_problems: int = 200
     """Fresh problems the updated policy samples for the PRM's refit (and its judgement); 0: the PRM stays."""
     prm_samples: int = 4
@@ -115,6 +126,11 @@ class SelfEvolveConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.temperature > 0 and self.prm_lr > 0):
             raise ValueError(f"temperature and prm_lr must be > 0, got {self.temperature}, {self.prm_lr}")
+        if not 0 < self.pair_gap <= 1:
+            raise ValueError(f"pair_gap must be in (0, 1], got {self.pair_gap}")
+        if self.dpo.train.steps and self.search != "mcts":
+            raise ValueError(f'dpo.train.steps > 0 needs search = "mcts": {self.search} search keeps no tree to draw '
+                             "step preference pairs from")
 
     def as_distill(self) -> DistillConfig:
         """The same search and SFT as distill's settings (distill never refits the PRM here)."""
@@ -147,7 +163,8 @@ def search_half(policy: Policy, prm, task: Task, problems: Sequence[Problem], cf
     if cfg.search == "beam":
         data, stats = beam_round(policy, prm, task, problems, cfg, seed=seed)
     else:
-        data, stats = search_round(policy, prm, task, problems, cfg.as_distill(), seed=seed)
+        data, stats = search_round(policy, prm, task, problems, cfg.as_distill(), seed=seed,
+                                   pair_gap=cfg.pair_gap if cfg.dpo.train.steps else None)
         if not cfg.tree_values:
             data = {**data, "values": []}
     if easy:
@@ -224,6 +241,20 @@ def follow_policy(policy: Policy, prm, task: Task, cfg: SelfEvolveConfig, data: 
     return out
 
 
+def step_dpo(policy: Policy, cfg: SelfEvolveConfig, data: dict, *, seed: int, phase: str, log=None,
+             progress: bool = True) -> dict:
+    """DPO of `policy` in place on the round's step pairs (`data["pairs"]`), each step continuing its prompt and
+    prefix (no EOS), against the policy as it is now; the figures, or {} when the round trains no DPO."""
+    pairs = [PreferencePair(prompt=p, chosen=c, rejected=r) for p, c, r in data.get("pairs", [])]
+    if not (cfg.dpo.train.steps and pairs):
+        return {"dpo_pairs": len(pairs)} if cfg.dpo.train.steps else {}
+    out = train_dpo(policy, pairs, cfg.dpo, seed=stable_seed(seed, "step dpo"), eos=False, log=log,
+                    progress=progress, phase=f"{phase}_dpo")
+    return {"dpo_pairs": len(pairs), "dpo_steps": out["steps"], "dpo_train_tokens": out["tokens"],
+            "dpo_loss": out["final_loss"], "dpo_reward_accuracy": out.get("reward_accuracy"),
+            "dpo_margin": out.get("margin")}
+
+
 class SelfEvolve(Learner):
     """The registry's `self_evolve`: offline; PRM-guided search makes the data, and the PRM follows the policy."""
 
@@ -246,6 +277,8 @@ class SelfEvolve(Learner):
         settings, prm = self.settings(cfg), rnd.store.prm()
         out = train_round(policy, None, data, stats, settings.as_distill(), seed=rnd.seed, phase=rnd.phase,
                           log=rnd.log, progress=rnd.progress, checkpointing=checkpointing)
+        out.update(step_dpo(policy, settings, data, seed=rnd.seed, phase=rnd.phase, log=rnd.log, progress=rnd.progress))
+        out["train_tokens"] += out.get("dpo_train_tokens", 0)
         if settings.prm_problems:
             follow = follow_policy(policy, prm, rnd.task, settings, data, seed=rnd.seed, phase=rnd.phase,
                                    log=rnd.log, progress=rnd.progress)
