@@ -42,6 +42,14 @@ def test_settings_take_top_level_and_sft_keys_and_name_a_bad_one():
     assert cfg.traces_per_tree == 1 and cfg.sft.lr == 3e-4 and cfg.tree_values is True
     with pytest.raises(ValueError, match="trace_per_tree"):
         probe.settings(SelfEvolveConfig(), ["trace_per_tree=1"])
+    # nested tables at any depth; top-level keys apply first, so DPO's check sees search = "mcts"
+    beam = SelfEvolveConfig(search="beam")
+    cfg = probe.settings(beam, ["dpo.train.steps=7", "dpo.beta=0.2", "search=mcts"])
+    assert cfg.search == "mcts" and cfg.dpo.train.steps == 7 and cfg.dpo.beta == 0.2 and cfg.sft == beam.sft
+    with pytest.raises(ValueError, match="dpo is a table"):
+        probe.settings(beam, ["dpo=1"])
+    with pytest.raises(ValueError, match="beta is not a table"):
+        probe.settings(beam, ["dpo.beta.x=1"])
 
 
 def test_rounds_and_the_control_print_their_figures(tmp_path, capsys):
@@ -50,10 +58,11 @@ def test_rounds_and_the_control_print_their_figures(tmp_path, capsys):
     RewardModel.from_policy(policy, kind="process").save(tmp_path / "prm")
     (tmp_path / "r.toml").write_text(RECIPE)
     args = [str(tmp_path / "policy"), str(tmp_path / "prm"), "--recipe", str(tmp_path / "r.toml")]
-    probe.main([*args, "--rounds", "1", "--set", "traces_per_tree=2"])
+    probe.main([*args, "--rounds", "1", "--set", "traces_per_tree=2", "--set", "dpo.train.steps=2",
+                "--set", "pair_gap=0.01", "--set", "min_visits=1"])
     lines = capsys.readouterr().out.splitlines()
     assert [x.split(":")[0] for x in lines] == ["init", "round 1", "after round 1"]
-    assert "searched 6 kept" in lines[1] and "prm_before_auroc" in lines[1]
+    assert "searched 6 kept" in lines[1] and "prm_before_auroc" in lines[1] and "dpo_pairs" in lines[1]
     assert "prm_vote@16" in lines[2] and "prm0_vote@16" in lines[2] and "oracle@16" in lines[2]
     probe.main([*args, "--control-demos"])
     assert capsys.readouterr().out.splitlines()[1].startswith("after 2 SFT steps on demonstrations: greedy")

@@ -12,7 +12,7 @@ held-out problems, scored with the refitted PRM and with the frozen one it start
 evaluation and per round. `--control-demos` instead trains the same SFT once on the task's own
 demonstrations of fresh problems (what the policy was initialized on), which separates what a restarted
 optimizer does to a converged policy from what the search traces do (docs/self-evolution.md).
-`--set` takes `[learn.self_evolve]` keys, `sft.` ones included. Minutes on 2 CPU cores for Countdown.
+`--set` takes `[learn.self_evolve]` keys, dotted for its tables (`sft.lr`, `dpo.train.steps`). Minutes on 2 CPU cores for Countdown.
 """
 
 from __future__ import annotations
@@ -27,25 +27,35 @@ import torch
 from ponder.config import load_recipe
 from ponder.eval import evaluate
 from ponder.learn.distill import train_round
-from ponder.learn.self_evolve import SelfEvolveConfig, follow_policy, search_half
+from ponder.learn.self_evolve import SelfEvolveConfig, follow_policy, search_half, step_dpo
 from ponder.learn.sft import train_sft
 from ponder.policy.tiny import TinyPolicy
 from ponder.reward.pipeline import load_model
 
 
 def settings(base: SelfEvolveConfig, assignments: list[str]) -> SelfEvolveConfig:
-    """`base` with `key=value` assignments (`sft.lr=3e-4` sets the SFT's); a ValueError names a bad key."""
-    top, sft = {}, {}
-    for a in assignments:
+    """`base` with `key=value` assignments, dotted for nested tables (`sft.lr=3e-4`, `dpo.train.steps=20`);
+    top-level keys first, so `search=mcts` holds before DPO steps are checked. A ValueError names a bad key."""
+    for a in sorted(assignments, key=lambda a: "." in a.partition("=")[0]):
         key, sep, value = a.partition("=")
-        owner, field = (base.sft, key[4:]) if key.startswith("sft.") else (base, key)
-        names = {f.name: f for f in dataclasses.fields(owner)}
-        if not sep or field not in names or field == "sft":
-            raise ValueError(f"--set {a!r}: expected KEY=VALUE with KEY one of {', '.join(names)} (sft.* for the SFT)")
-        kind = type(getattr(owner, field))
-        parsed = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-        (sft if owner is base.sft else top)[field] = parsed
-    return dataclasses.replace(base, sft=dataclasses.replace(base.sft, **sft), **top)
+        if not sep:
+            raise ValueError(f"--set {a!r}: expected KEY=VALUE")
+        base = _assign(base, key.split("."), value, a)
+    return base
+
+
+def _assign(obj, path: list[str], value: str, a: str):
+    names = [f.name for f in dataclasses.fields(obj)]
+    if path[0] not in names:
+        raise ValueError(f"--set {a!r}: expected KEY=VALUE with KEY one of {', '.join(names)} (dotted for a "
+                         "nested table: sft.lr, dpo.train.steps)")
+    current = getattr(obj, path[0])
+    if dataclasses.is_dataclass(current) != (len(path) > 1):
+        raise ValueError(f"--set {a!r}: {path[0]} is {'a table: set one of its keys' if len(path) == 1 else 'not a table'}")
+    if len(path) > 1:
+        return dataclasses.replace(obj, **{path[0]: _assign(current, path[1:], value, a)})
+    kind = type(current)
+    return dataclasses.replace(obj, **{path[0]: value.lower() in ("1", "true", "yes") if kind is bool else kind(value)})
 
 
 def evaluation(policy, task, problems, rewards: dict, seed: int) -> dict:
@@ -91,12 +101,14 @@ def main(argv: list[str] | None = None) -> None:
         problems = task.problems("train", recipe.learn.problems, 1000 + seed)
         data, stats = search_half(policy, prm, task, problems, cfg, seed=seed, progress=False)
         trained = train_round(policy, None, data, stats, cfg.as_distill(), seed=seed, phase=f"round{r}", progress=False)
+        trained.update(step_dpo(policy, cfg, data, seed=seed, phase=f"round{r}", progress=False))
         follow = follow_policy(policy, prm, task, cfg, data, seed=50 + seed, phase=f"round{r}", progress=False) \
             if cfg.prm_problems else {}
         keep = ("prm_before_auroc", "prm_before_first_error_f1", "verified_share", f"pass@{cfg.prm_samples}", "entropy")
         found = {k: stats[k] for k in ("easy",) if k in stats}
         print(line(f"round {r}", {**found, "searched": stats["searched"], "kept": stats["kept"],
                                   "search_accuracy": stats["search_accuracy"], "train_steps": trained["train_steps"],
+                                  **{k: trained[k] for k in ("dpo_pairs", "dpo_reward_accuracy") if trained.get(k) is not None},
                                   **{k: follow[k] for k in keep if follow.get(k) is not None}}, start), flush=True)
         print(line(f"after round {r}", evaluation(policy, task, test, {"prm": prm, "prm0": frozen}, args.eval_seed),
                    start), flush=True)
