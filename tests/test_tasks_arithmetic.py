@@ -161,6 +161,23 @@ def test_a_graded_misconception_rises_with_the_columns_digit_sum():
     assert task.misconception_at(9) == lo and task.misconception_at(18) == hi
 
 
+def test_a_list_of_ten_sets_each_digit_sums_chance():
+    levels = [0.0] * 4 + [1.0] * 6  # sums 9 to 12 never forgotten, 13 to 18 always
+    task = Arithmetic(misconception=levels, styles=("column",))
+    assert [task.misconception_at(s) for s in range(9, 19)] == levels and task.misconception_at(20) == 1.0
+    seen = set()
+    for p in task.problems("train", 3000, seed=1):
+        carry_in = 0
+        for step in task.demonstration(p).splitlines()[:-1]:
+            lhs, rhs = step.split("=")
+            x, y, c = (int(v) for v in lhs.split("+"))
+            if carry_in and x + y >= 9:
+                assert c == (0 if x + y >= 13 else 1), step  # forgotten exactly where its sum's chance is 1
+                seen.add(x + y)
+            carry_in = int(rhs.split(" c")[1])
+    assert seen == set(range(9, 19))
+
+
 def test_a_pair_of_equal_chances_is_the_plain_misconception():
     plain, pair = Arithmetic(misconception=0.6), Arithmetic(misconception=[0.6, 0.6])
     for p in plain.problems("train", 500, seed=0):
@@ -185,7 +202,8 @@ def test_gold_step_labels_still_judge_the_true_steps():
 
 
 def test_misconception_settings_are_checked():
-    for bad in (-0.1, 1.5, True, "high", (0.9, 0.6), (0.6,), (0.5, 0.7, 0.9), (0.5, 1.2), (True, 0.8)):
+    for bad in (-0.1, 1.5, True, "high", (0.9, 0.6), (0.6,), (0.5, 0.7, 0.9), (0.5, 1.2), (True, 0.8), (0.5,) * 9,
+                (0.5,) * 9 + (1.5,)):
         with pytest.raises(TaskError, match="misconception must be a probability in"):
             ArithmeticConfig(misconception=bad)
     for kwargs in ({"op": "-"}, {"op": "*"}, {"styles": ("column", "place")}):
@@ -204,6 +222,8 @@ def test_a_bad_misconception_in_a_recipe_is_one_line_naming_it():
         load_recipe(None, ["task.misconception=[0.9, 0.6]"])
     assert "\n" not in str(e.value) and "[task]" in str(e.value) and "pair [lo, hi]" in str(e.value)
     assert load_recipe(None, ["task.misconception=[0.6, 0.95]"]).make_task().config.misconception == (0.6, 0.95)
+    ten = load_recipe(None, ["task.misconception=[0.6,0.6,0.6,0.6,0.9,0.9,0.9,0.9,0.9,0.9]"]).make_task()
+    assert ten.misconception_at(12) == 0.6 and ten.misconception_at(13) == 0.9
 
 
 # -- a teacher that checks and corrects itself -----------------------------------------------------------

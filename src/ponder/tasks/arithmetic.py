@@ -43,7 +43,9 @@ such a column, about 38% of 3-digit ones; sampling still takes the right step so
 not in the task's judgement. `misconception = [lo, hi]` grades it: the chance rises linearly with the
 column's digit sum, from `lo` at 9 to `hi` at 18. A uniform chance leaves every such step equally far
 from the policy's tipping point, so learning flips them all at once and greedy accuracy jumps; graded,
-they flip one digit sum after another and greedy accuracy rises round by round.
+they flip one digit sum after another and greedy accuracy rises round by round. A list of ten sets the
+chance of each digit sum 9 to 18 itself (for instance two levels: a mild error on some sums, a firm one
+on the others).
 
 Behaviours: a teacher that checks and corrects itself (`check`, addition's column styles only). After
 a column step with a carry coming in, the teacher checks the step with probability `check` (a stable
@@ -114,7 +116,8 @@ class ArithmeticConfig:
     """Chance that a demonstration forgets the incoming carry in a column whose digits sum to 9 or more
     (addition, column styles): a teacher with a systematic error (see the module docstring). 0: none.
     A pair `[lo, hi]` grades it: the chance rises linearly with the column's digit sum, from `lo` at 9
-    to `hi` at 18, so the error is held more firmly on some steps than on others."""
+    to `hi` at 18, so the error is held more firmly on some steps than on others; a list of ten gives
+    the chance at each digit sum 9, 10, ..., 18."""
     check: float = 0.0
     """Chance that a demonstration checks a column step that has a carry coming in, and redoes the step
     when the check finds the carry forgotten (addition, column styles; see the module docstring). 0: none."""
@@ -131,9 +134,9 @@ class ArithmeticConfig:
             raise TaskError(f"task arithmetic: op must be one of {', '.join(OPS)}, got {self.op!r}")
         m = self.misconception
         if isinstance(m, (tuple, list)):
-            if len(m) != 2 or not all(_is_probability(v) for v in m) or m[0] > m[1]:
-                raise TaskError(f"task arithmetic: misconception must be a probability in [0, 1] or a pair "
-                                f"[lo, hi] of them with lo <= hi, got {list(m)!r}")
+            if len(m) not in (2, 10) or not all(_is_probability(v) for v in m) or (len(m) == 2 and m[0] > m[1]):
+                raise TaskError(f"task arithmetic: misconception must be a probability in [0, 1], a pair "
+                                f"[lo, hi] of them with lo <= hi, or a list of ten (digit sums 9 to 18), got {list(m)!r}")
             object.__setattr__(self, "misconception", tuple(float(v) for v in m))
         for name, what in (("misconception", "a forgotten carry"), ("check", "a carry check")):
             m = getattr(self, name)
@@ -169,10 +172,12 @@ class Arithmetic(BaseTask):
 
     def misconception_at(self, digit_sum: int) -> float:
         """The chance that the teacher forgets the incoming carry in a column whose digits sum to
-        `digit_sum` (9 to 18): `misconception`, or its pair graded linearly over the sums."""
+        `digit_sum` (9 to 18): `misconception`, its pair graded linearly over the sums, or its list's entry."""
         m = self.config.misconception
         if not isinstance(m, tuple):
             return m
+        if len(m) == 10:
+            return m[min(max(digit_sum, 9), 18) - 9]
         lo, hi = m
         t = (min(max(digit_sum, 9), 18) - 9) / 9
         return lo * (1 - t) + hi * t
