@@ -105,6 +105,10 @@ def test_collect_verified_threshold_dedupe_keep_finish():
     assert collect_verified([P1, P2, P3], groups, rewards, threshold=0.0, keep_per_problem=5)[-2:] == [
         (P3.prompt, "q"), (P3.prompt, "r")]
     assert collect_verified([P1, P2, P3], groups, rewards, threshold=1.5, keep_per_problem=5) == []
+    # skip_solved: P2's samples all reach the threshold, so it teaches nothing new and keeps nothing
+    assert collect_verified([P1, P2, P3], groups, rewards, threshold=0.9, keep_per_problem=3, skip_solved=True) == [
+        (P1.prompt, "a"), (P1.prompt, "c")]
+    assert collect_verified([P1, P2, P3], groups, rewards, threshold=0.0, keep_per_problem=5, skip_solved=True) == []
 
 
 def test_collect_verified_same_text_different_problems_kept():
@@ -236,7 +240,7 @@ def test_expert_iteration_round_bookkeeping():
     assert reward.calls == 9
     assert stats["samples"] == 9
     assert stats["sample_pass_rate"] == pytest.approx(4 / 9)  # 2 on P1, 2 on P2 (one of them cut by length)
-    assert stats["problems_solved"] == pytest.approx(2 / 3)
+    assert stats["problems_solved"] == pytest.approx(2 / 3) and stats["all_solved"] == 0.0
     assert stats["kept"] == 2  # P1: "A: 3\n" once (dedupe); P2: the length-cut one is not kept, the eos one is
     assert stats["sample_tokens"] == 6 * 6 + 2 + 3 + 4 and stats["sample_flops"] == pytest.approx(10.0 * 45)
     assert stats["train_tokens"] == 2 * 2 * 6

@@ -38,6 +38,11 @@ class ExpertIterationConfig:
     task's `verified_at`, 1.0 unless the recipe's `[task]` sets it; 1.0 for any other reward)."""
     keep_per_problem: int = 1
     """Most distinct kept solutions per problem (stops easy problems dominating the data)."""
+    skip_solved: bool = False
+    """Keep nothing from a problem every sample of which reached the threshold: the round then trains only on
+    problems the policy solves some of the time, so its steps go to what is left to learn instead of to
+    what the policy already does (DAPO's dynamic sampling, which drops all-right and all-wrong groups, here
+    for learning from verified samples, where all-wrong groups keep nothing anyway)."""
     epochs: float = 2.0
     """Passes over the round's kept solutions; the round trains min(sft.steps, epochs * kept / batch)
     steps, so a round that kept little data does not overfit it (0 always trains sft.steps)."""
@@ -62,11 +67,14 @@ def round_steps(cfg: ExpertIterationConfig, kept: int) -> int:
 
 
 def collect_verified(problems: Sequence[Problem], groups: Sequence[Sequence[Sample]],
-                     rewards: Sequence[Sequence[float]], *, threshold: float, keep_per_problem: int
-                     ) -> list[tuple[str, str]]:
-    """(prompt, completion) pairs of distinct solutions that reach `threshold`, in sample order."""
+                     rewards: Sequence[Sequence[float]], *, threshold: float, keep_per_problem: int,
+                     skip_solved: bool = False) -> list[tuple[str, str]]:
+    """(prompt, completion) pairs of distinct solutions that reach `threshold`, in sample order; with
+    `skip_solved`, none from a problem all of whose samples reach it."""
     out = []
     for problem, samples, scores in zip(problems, groups, rewards):
+        if skip_solved and all(r >= threshold for r in scores):
+            continue
         kept: list[str] = []
         for s, r in zip(samples, scores):
             if r >= threshold and s.finish == "eos" and s.text not in kept:
@@ -87,9 +95,10 @@ def sample_round(policy: Policy, reward: OutcomeReward, problems: Sequence[Probl
     rewards = [reward.score([p] * len(g), [s.text for s in g]) for p, g in zip(problems, groups)]
     sample_cost = Cost.total(s.cost for g in groups for s in g)
     data = collect_verified(problems, groups, rewards, threshold=cfg.threshold,
-                            keep_per_problem=cfg.keep_per_problem)
+                            keep_per_problem=cfg.keep_per_problem, skip_solved=cfg.skip_solved)
     n_samples = sum(len(g) for g in groups)
     stats = {"phase": phase, "samples": n_samples,
+             "all_solved": sum(all(r >= cfg.threshold for r in rs) for rs in rewards) / max(len(problems), 1),
              "sample_pass_rate": sum(r >= cfg.threshold for rs in rewards for r in rs) / max(n_samples, 1),
              "problems_solved": sum(any(r >= cfg.threshold for r in rs) for rs in rewards) / max(len(problems), 1),
              "kept": len(data), "sample_tokens": sample_cost.tokens_generated, "sample_flops": sample_cost.flops}
