@@ -98,10 +98,32 @@ def test_difficulty_bins_are_quantiles_of_the_small_pass_rate_easiest_first():
     assert rows[0]["pass_rate"] == [0.5, 0.9] and rows[1]["pass_rate"] == [0.0, 0.4]
     assert rows[0]["small_search"]["accuracy"] == 1.0 and rows[1]["small_search"]["accuracy"] == 0.0
     assert rows[0]["big_greedy"]["accuracy"] == pytest.approx(0.6) and rows[1]["big_greedy"]["accuracy"] == pytest.approx(0.4)
-    assert rows[0]["search_minus_big"]["effect"] == pytest.approx(0.4)
-    assert rows[1]["search_minus_big"]["effect"] == pytest.approx(-0.4)
+    assert rows[0]["big_search"] == rows[0]["big_greedy"]  # the big run has nothing but greedy
+    assert rows[0]["small_minus_big"]["effect"] == pytest.approx(0.4)
+    assert rows[1]["small_minus_big"]["effect"] == pytest.approx(-0.4)
+    # at 0.4 of the big greedy's budget the small run's majority@2 no longer fits, the big run has nothing
+    tight = small_big.difficulty_bins(small, big, bins=2, multiple=0.4, seed=0)
+    assert tight[0]["small_search"]["accuracy"] == 0.0 and tight[0]["big_search"] is None
+    assert "small_minus_big" not in tight[0]
     with pytest.raises(small_big.SweepMismatch, match="no per-problem difficulty"):
         small_big.difficulty_bins({**small, "difficulty": []}, big)
+
+
+def test_frontier_pairs_both_runs_best_options_at_each_multiple_of_the_big_greedy_budget():
+    n = 100
+    small = _sweep("small", 1000, {"greedy@1": [0.0] * n, "best_of_n@4": [1.0] * 60 + [0.0] * 40,
+                                   "best_of_n@16": [1.0] * 90 + [0.0] * 10},
+                   {"greedy@1": 1.0, "best_of_n@4": 4.0, "best_of_n@16": 16.0})
+    big = _sweep("big", 4000, {"greedy@1": [1.0] * 50 + [0.0] * 50, "best_of_n@4": [1.0] * 80 + [0.0] * 20},
+                 {"greedy@1": 3.5, "best_of_n@4": 14.0})
+    rows = small_big.frontier(small, big, multiples=(0.1, 1, 2, 4, 8), seed=0)
+    assert [r["multiple"] for r in rows] == [1, 2, 4, 8]  # at 0.1x neither run has an option
+    by = {r["multiple"]: r for r in rows}
+    assert by[1]["small_picks"] == ["greedy@1", "greedy@1"] and by[1]["big_picks"] == ["greedy@1", "greedy@1"]
+    assert by[2]["small_picks"] == ["best_of_n@4"] * 2 and by[2]["small_minus_big"]["effect"] == pytest.approx(0.1)
+    assert by[4]["big_picks"] == ["best_of_n@4"] * 2 and by[4]["small_minus_big"]["effect"] == pytest.approx(-0.2)
+    assert by[8]["small_picks"] == ["best_of_n@16"] * 2 and by[8]["small_minus_big"]["verdict"] == "holds"
+    assert by[1]["small_minus_big"]["verdict"] == "contradicted" and by[1]["budget"] == 3.5
 
 
 def _run_dir(path, sweep):
@@ -122,9 +144,9 @@ def test_compare_prints_the_claim_and_bins_and_writes_them_beside_the_plot(tmp_p
     assert main(["compare", _run_dir(tmp_path / "s", small), _run_dir(tmp_path / "b", big), "--out", str(out),
                  "--bins", "4"]) == 0
     text = capsys.readouterr().out
-    assert "claim small_vs_big: holds, +50.0 [" in text and "| bin | problems |" in text
+    assert "claim small_vs_big: holds, +50.0 [" in text and "| bin | problems |" in text and "| 1x | 0.37 |" in text
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert saved["claim"]["verdict"] == "holds" and len(saved["bins"]) == 4
+    assert saved["claim"]["verdict"] == "holds" and len(saved["bins"]) == 4 and saved["frontier"][0]["multiple"] == 1
     # a run made before problem ids were kept: the plot is still drawn, the claim says why it is not measured
     old = tmp_path / "old"
     _run_dir(old, {**big, "problem_ids": []})
@@ -132,3 +154,4 @@ def test_compare_prints_the_claim_and_bins_and_writes_them_beside_the_plot(tmp_p
     assert "claim small_vs_big: not measured (big: its sweep kept no problem ids" in capsys.readouterr().out
     assert main(["compare", str(old), "--bins", "0"]) == 2
     assert "--bins must be >= 1" in capsys.readouterr().err
+    assert main(["compare", str(old), "--bins-at", "0"]) == 2

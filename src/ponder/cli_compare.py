@@ -12,9 +12,9 @@ search) compare on the compute they really spend: FLOPs count every generated an
 each model's own size. The reward model's FLOPs are not included (it is as large as its policy).
 With two or more runs of different sizes over the same problems it also measures the `small_vs_big`
 claim (`ponder.small_big`: the smallest run's search, chosen by cross-fitting among the options within
-the largest run's greedy FLOPs, against that greedy answer, paired over problems) and prints it
-by difficulty bin of the small policy's pass rate: where search pays and where size does. Claim
-and bins go to a .json beside the plot.
+the largest run's greedy FLOPs, against that greedy answer, paired over problems), both runs' best
+searches at 1, 2, 4, 8 and 16 times that budget, and a table by difficulty bin of the small policy's
+pass rate: where search pays and where size does. All of it goes to a .json beside the plot.
 
 Learning (`--learning`): runs that differ in their learner, started from the same initialized
 policy (`init.checkpoint`; `make learners` runs every learner recipe that way), as held-out accuracy
@@ -62,29 +62,48 @@ def load_sweep(run_dir: Path) -> dict:
             "difficulty": search.get("difficulty", [])}
 
 
-def small_vs_big_section(sweeps: list[dict], *, bins: int, seed: int = 0) -> tuple[dict | None, list[str]]:
-    """The smallest and the largest run's claim and difficulty bins ({"claim", "bins"}), and the lines that
-    print them; (None, [why not]) when they cannot be paired."""
+def small_vs_big_section(sweeps: list[dict], *, bins: int, bins_at: float = 1.0, seed: int = 0
+                         ) -> tuple[dict | None, list[str]]:
+    """The smallest and the largest run's claim, frontier and difficulty bins ({"claim", "frontier",
+    "bins"}), and the lines that print them; (None, [why not]) when they cannot be paired."""
     small, big = min(sweeps, key=lambda s: s["params"]), max(sweeps, key=lambda s: s["params"])
     if small["params"] == big["params"]:
         return None, ["claim small_vs_big: not measured (the runs' policies are the same size)"]
     try:
         measured = small_big.claim(small, big, seed=seed)
-        rows = small_big.difficulty_bins(small, big, bins=bins, seed=seed) if measured["effect"] is not None else []
+        front = small_big.frontier(small, big, seed=seed)
+        rows = small_big.difficulty_bins(small, big, bins=bins, multiple=bins_at, seed=seed)
     except small_big.SweepMismatch as err:
         return None, [f"claim small_vs_big: not measured ({err})"]
-    lines = [f"claim small_vs_big: {measured['verdict']}, {effect_text('small_vs_big', measured['effect'], measured['lo'], measured['hi'])}"
-             if measured["effect"] is not None else "claim small_vs_big: not measured", f"  {measured['evidence']}"]
-    if rows:
-        lines += ["", f"By difficulty bin of {small['name']}'s pass rate (1 = easiest), accuracy in % [95% interval]:", "",
-                  "| bin | problems | pass rate | small greedy | small + search | big greedy | search - big |",
+    lines = [f"claim small_vs_big: {measured['verdict']}"
+             + (f", {effect_text('small_vs_big', measured['effect'], measured['lo'], measured['hi'])}"
+                if measured["effect"] is not None else ""), f"  {measured['evidence']}"]
+    if front:
+        lines += ["", (f"Both policies at equal inference FLOPs (policy and reward model; multiples of {big['name']}'s "
+                      "greedy), each run's option chosen on the other half of the problems, accuracy in % [95% interval]:"),
+                  "", f"| budget | GFLOPs | {small['name']} option | accuracy | {big['name']} option | accuracy | small - big |",
                   "|---|---|---|---|---|---|---|"]
+        for r in front:
+            d = r["small_minus_big"]
+            lines.append(f"| {r['multiple']:g}x | {r['budget'] / 1e9:.2f} | {_picks(r['small_picks'])} | {_pct(r['small'])} | "
+                         f"{_picks(r['big_picks'])} | {_pct(r['big'])} | "
+                         f"{effect_text('small_vs_big', d['effect'], d['lo'], d['hi'])} ({d['verdict']}) |")
+    if rows:
+        lines += ["", (f"By difficulty bin of {small['name']}'s pass rate (1 = easiest), searches within {bins_at:g}x "
+                      f"{big['name']}'s greedy FLOPs, accuracy in % [95% interval]:"), "",
+                  "| bin | problems | pass rate | small greedy | small search | big greedy | big search | small - big search |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            d = r["search_minus_big"]
+            d = r.get("small_minus_big")
+            diff = f"{effect_text('small_vs_big', d['effect'], d['lo'], d['hi'])} ({d['verdict']})" if d else "-"
             lines.append(f"| {r['bin']} | {r['problems']} | {r['pass_rate'][0]:.2f}-{r['pass_rate'][1]:.2f} | "
-                         + " | ".join(_pct(r[k]) for k in ("small_greedy", "small_search", "big_greedy"))
-                         + f" | {effect_text('small_vs_big', d['effect'], d['lo'], d['hi'])} ({d['verdict']}) |")
-    return {"claim": measured, "bins": rows}, lines
+                         + " | ".join(_pct(r[k]) for k in ("small_greedy", "small_search", "big_greedy", "big_search"))
+                         + f" | {diff} |")
+    return {"claim": measured, "frontier": front, "bins": rows}, lines
+
+
+def _picks(picks: list[str]) -> str:
+    return picks[0] if picks[0] == picks[1] else " / ".join(picks)
 
 
 def _pct(cell: dict | None) -> str:
@@ -98,8 +117,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    if args.bins < 1:
-        raise RunDirError(f"--bins must be >= 1, got {args.bins}")
+    if args.bins < 1 or not args.bins_at > 0:
+        raise RunDirError(f"--bins must be >= 1 and --bins-at > 0, got {args.bins} and {args.bins_at}")
     sweeps = [load_sweep(Path(r)) for r in args.runs]
     runs = [(s["name"], s["params"], s["rows"]) for s in sweeps]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -131,7 +150,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{r['run']:<16} {r['params'] / 1e6:>7.2f}M {r['method']:<14} {r['size']:>5} {r['flops'] / 1e9:>15.3f} "
               f"{r['accuracy']:>9.1%}")
     if len(sweeps) > 1:
-        measured, lines = small_vs_big_section(sweeps, bins=args.bins)
+        measured, lines = small_vs_big_section(sweeps, bins=args.bins, bins_at=args.bins_at)
         print("\n" + "\n".join(lines))
         if measured is not None:
             write_json(out.with_suffix(".json"), measured)
@@ -241,6 +260,9 @@ def add_parser(sub) -> None:
                    help=f"comma-separated methods to plot (default: {','.join(DEFAULT_METHODS)})")
     c.add_argument("--bins", type=int, default=5,
                    help="difficulty bins of the small_vs_big table (quantiles of the small policy's pass rate; default 5)")
+    c.add_argument("--bins-at", type=float, default=1.0,
+                   help="the difficulty bins compare searches within this multiple of the big policy's greedy FLOPs "
+                        "(default 1)")
     c.add_argument("--learning", action="store_true",
                    help="compare learners instead: accuracy against learning compute, and a table at equal compute")
     c.add_argument("--out", default="runs/compare.png",

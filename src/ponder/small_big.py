@@ -17,10 +17,13 @@ option most accurate on the *other* half among those whose mean FLOPs per proble
 (cross-fitting; ties go to the cheaper option). So the effect, a paired difference over all the
 problems, carries no selection bias from picking the best-looking row.
 
-`difficulty_bins` then splits the problems into quantile bins of the small policy's own pass rate
-(the sweep's oracle difficulty, as the paper's bins) and shows, bin by bin, the small policy greedy,
-the small policy with the matched search, and the big policy greedy, each with its interval, and the
-paired difference of the last two: where search pays and where size does.
+`frontier` asks the same at larger budgets, with both policies searching: at each multiple of the big
+policy's greedy FLOPs, each run's cross-fitted best option within it, paired. `difficulty_bins` splits
+the problems into quantile bins of the small policy's own pass rate (the sweep's oracle difficulty, as
+the paper's bins) and shows, bin by bin and at a budget (the big greedy's by default), the small
+policy greedy, the small policy's search, the big policy greedy and the big policy's search, each with
+its interval, and the paired difference small search - big greedy: where search pays and where size
+does.
 """
 
 from __future__ import annotations
@@ -71,23 +74,48 @@ def _pick(options: Sequence[str], scores: dict[str, list[float]], flops: dict[st
     return max(options, key=lambda k: (sum(scores[k][i] for i in idx), -flops[k], -options.index(k)))
 
 
-def matched_search(small: dict, big: dict) -> dict | None:
-    """The small policy's cross-fitted search at the big policy's greedy FLOPs: {"budget", "options",
-    "picks" (the option scoring the even and the odd problems), "scores" (per problem)}; None when no
-    option of the small run fits the budget."""
-    check_pair(small, big)
-    budget = _flops(big)["greedy@1"]
-    flops = _flops(small)
-    options = [k for k in small["per_problem"] if k in flops and flops[k] <= budget]
+def cross_fit(sweep: dict, budget: float) -> dict | None:
+    """`sweep`'s options within `budget` FLOPs a problem, each half of the problems scored by the one most
+    accurate on the other half: {"budget", "options", "picks" (for the even and the odd problems), "flops"
+    (theirs), "scores" (per problem)}; None when no option fits."""
+    flops = _flops(sweep)
+    options = [k for k in sweep["per_problem"] if k in flops and flops[k] <= budget]
     if not options:
         return None
-    n = len(small["problem_ids"])
+    n = len(sweep["problem_ids"])
     halves = [list(range(0, n, 2)), list(range(1, n, 2))]
-    picks = [_pick(options, small["per_problem"], flops, halves[1]),  # scores the even problems
-             _pick(options, small["per_problem"], flops, halves[0])]  # scores the odd ones
-    scores = [small["per_problem"][picks[i % 2]][i] for i in range(n)]
-    return {"budget": budget, "options": options, "picks": picks, "scores": scores,
-            "flops": [flops[p] for p in picks]}
+    picks = [_pick(options, sweep["per_problem"], flops, halves[1]),  # scores the even problems
+             _pick(options, sweep["per_problem"], flops, halves[0])]  # scores the odd ones
+    scores = [sweep["per_problem"][picks[i % 2]][i] for i in range(n)]
+    return {"budget": budget, "options": options, "picks": picks, "scores": scores, "flops": [flops[p] for p in picks]}
+
+
+def matched_search(small: dict, big: dict) -> dict | None:
+    """The small policy's cross-fitted search at the big policy's greedy FLOPs (see `cross_fit`); None
+    when no option of the small run fits that budget."""
+    check_pair(small, big)
+    return cross_fit(small, _flops(big)["greedy@1"])
+
+
+def frontier(small: dict, big: dict, *, multiples: Sequence[float] = (1, 2, 4, 8, 16), seed: int = 0) -> list[dict]:
+    """Both policies at equal budgets: at each multiple of the big policy's greedy FLOPs, each run's
+    cross-fitted best option within it, their accuracies with intervals, and the paired difference
+    small - big with its verdict. Rows where either run has no option that fits are left out."""
+    check_pair(small, big)
+    base, rows = _flops(big)["greedy@1"], []
+    for k in multiples:
+        a, b = cross_fit(small, k * base), cross_fit(big, k * base)
+        if a is None or b is None:
+            continue
+        d = paired(a["scores"], b["scores"], seed=stable_seed(seed, "frontier", k))
+        ia = interval(a["scores"], seed=stable_seed(seed, "frontier", k, "small"))
+        ib = interval(b["scores"], seed=stable_seed(seed, "frontier", k, "big"))
+        rows.append({"multiple": k, "budget": k * base, "small_picks": a["picks"], "big_picks": b["picks"],
+                     "small": {"accuracy": ia["mean"], "lo": ia["lo"], "hi": ia["hi"]},
+                     "big": {"accuracy": ib["mean"], "lo": ib["lo"], "hi": ib["hi"]},
+                     "small_minus_big": {"effect": d["diff"], "lo": d["lo"], "hi": d["hi"],
+                                         "verdict": verdict(d["lo"], d["hi"])}})
+    return rows
 
 
 def claim(small: dict, big: dict, *, seed: int = 0) -> dict:
@@ -109,15 +137,18 @@ def claim(small: dict, big: dict, *, seed: int = 0) -> dict:
                         f"{big['name']} ({big['params'] / 1e6:.2f}M) greedy, {d['n']} problems"}
 
 
-def difficulty_bins(small: dict, big: dict, *, bins: int = 5, seed: int = 0) -> list[dict]:
-    """Per quantile bin of the small policy's pass rate (hardest last): problems, the pass-rate range,
-    accuracy (with interval) of the small policy greedy, of its matched search and of the big policy
-    greedy, and the paired difference matched search - big greedy with its verdict."""
-    m = matched_search(small, big)
+def difficulty_bins(small: dict, big: dict, *, bins: int = 5, multiple: float = 1.0, seed: int = 0) -> list[dict]:
+    """Per quantile bin of the small policy's pass rate (easiest first): problems, the pass-rate range, and
+    accuracy with interval of the small policy greedy, the big policy greedy, and each run's cross-fitted
+    search within `multiple` x the big greedy's FLOPs; with the paired difference small search - big search
+    and its verdict (at multiple 1 the big one's search is its greedy answer unless something cheaper wins)."""
+    check_pair(small, big)
     difficulty = small.get("difficulty")
     if not difficulty or len(difficulty) != len(small["problem_ids"]):
         raise SweepMismatch(f"{small['name']}: its sweep kept no per-problem difficulty; run its recipe again")
-    # bin 0 holds the lowest pass rates: number the bins easiest first
+    budget = multiple * _flops(big)["greedy@1"]
+    a, b_ = cross_fit(small, budget), cross_fit(big, budget)
+    # assign_bins gives 0 to the lowest pass rates: number the bins easiest first
     bin_of = [bins - 1 - b for b in assign_bins(difficulty, bins)]
     rows = []
     for b in range(bins):
@@ -131,16 +162,16 @@ def difficulty_bins(small: dict, big: dict, *, bins: int = 5, seed: int = 0) -> 
             iv = interval([scores[i] for i in idx], seed=stable_seed(seed, "bins", b, label))
             return {"accuracy": iv["mean"], "lo": iv["lo"], "hi": iv["hi"]}
 
-        big_greedy = big["per_problem"]["greedy@1"]
         row = {"bin": b + 1, "problems": len(idx), "pass_rate": [min(difficulty[i] for i in idx),
                                                                    max(difficulty[i] for i in idx)],
                "small_greedy": acc(small["per_problem"].get("greedy@1"), "small_greedy"),
-               "small_search": acc(m["scores"] if m else None, "small_search"),
-               "big_greedy": acc(big_greedy, "big_greedy")}
-        if m is not None:
-            d = paired([m["scores"][i] for i in idx], [big_greedy[i] for i in idx],
+               "small_search": acc(a["scores"] if a else None, "small_search"),
+               "big_greedy": acc(big["per_problem"]["greedy@1"], "big_greedy"),
+               "big_search": acc(b_["scores"] if b_ else None, "big_search")}
+        if a is not None and b_ is not None:
+            d = paired([a["scores"][i] for i in idx], [b_["scores"][i] for i in idx],
                        seed=stable_seed(seed, "bins", b, "diff"))
-            row["search_minus_big"] = {"effect": d["diff"], "lo": d["lo"], "hi": d["hi"],
-                                       "verdict": verdict(d["lo"], d["hi"])}
+            row["small_minus_big"] = {"effect": d["diff"], "lo": d["lo"], "hi": d["hi"],
+                                      "verdict": verdict(d["lo"], d["hi"])}
         rows.append(row)
     return rows
