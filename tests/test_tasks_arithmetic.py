@@ -135,6 +135,16 @@ def test_the_misconception_appears_at_its_rate_on_exactly_its_class_of_steps(rat
     assert abs(forgot / chances - rate) < 4 * sd, (forgot, chances)
 
 
+def _column_steps(task: Arithmetic, p: Problem):
+    """(x, y, carry used, carry that came in) of each column step of the problem's demonstration."""
+    carry_in = 0
+    for step in task.demonstration(p).splitlines()[:-1]:
+        lhs, rhs = step.split("=")
+        x, y, c = (int(v) for v in lhs.split("+"))
+        yield x, y, c, carry_in
+        carry_in = int(rhs.split(" c")[1])
+
+
 def test_a_graded_misconception_rises_with_the_columns_digit_sum():
     lo, hi = 0.2, 0.9
     task = Arithmetic(misconception=[lo, hi], styles=("column",))
@@ -142,16 +152,12 @@ def test_a_graded_misconception_rises_with_the_columns_digit_sum():
     chances: dict[int, int] = {}
     forgot: dict[int, int] = {}
     for p in task.problems("train", 20000, seed=3):
-        carry_in = 0
-        for step in task.demonstration(p).splitlines()[:-1]:
-            lhs, rhs = step.split("=")
-            x, y, c = (int(v) for v in lhs.split("+"))
+        for x, y, c, carry_in in _column_steps(task, p):
             if carry_in and x + y >= 9:
                 chances[x + y] = chances.get(x + y, 0) + 1
                 forgot[x + y] = forgot.get(x + y, 0) + (c == 0)
             else:
                 assert c == carry_in
-            carry_in = int(rhs.split(" c")[1])
     assert sorted(chances) == list(range(9, 19))
     for low, high in ((9, 11), (12, 14), (15, 18)):  # sums pooled in bins, so each has enough chances
         n = sum(chances[s] for s in range(low, high + 1))
@@ -167,14 +173,10 @@ def test_a_list_of_ten_sets_each_digit_sums_chance():
     assert [task.misconception_at(s) for s in range(9, 19)] == levels and task.misconception_at(20) == 1.0
     seen = set()
     for p in task.problems("train", 3000, seed=1):
-        carry_in = 0
-        for step in task.demonstration(p).splitlines()[:-1]:
-            lhs, rhs = step.split("=")
-            x, y, c = (int(v) for v in lhs.split("+"))
+        for x, y, c, carry_in in _column_steps(task, p):
             if carry_in and x + y >= 9:
-                assert c == (0 if x + y >= 13 else 1), step  # forgotten exactly where its sum's chance is 1
+                assert c == (0 if x + y >= 13 else 1), (x, y)  # forgotten exactly where its sum's chance is 1
                 seen.add(x + y)
-            carry_in = int(rhs.split(" c")[1])
     assert seen == set(range(9, 19))
 
 
